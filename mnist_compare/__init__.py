@@ -1,0 +1,1 @@
+"""mnist_compare: re-run and extend the 2019 MNIST digit-comparison study."""

@@ -1,0 +1,159 @@
+"""Hydra entry point: one job = one (arch, ws, aux, seed) training run, written to metrics.json.
+
+    python -m mnist_compare.train -m arch=shallow,deep,conv ws=true,false aux=0,0.5 'seed=range(10)'
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from mnist_compare.errors import UserError
+from mnist_compare.results import FAILURE, METRICS, read_json, summarise, write_json
+
+log = logging.getLogger("mnist_compare")
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+# Settings that cannot change a run's numbers: a finished job made under other values is reused.
+NEUTRAL_KEYS = ("threads", "data.data_dir", "trainer.enable_progress_bar")
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Top-level knobs; the data module and model check their own arguments."""
+    if not isinstance(cfg.ws, bool):
+        raise UserError(f"ws={cfg.ws!r} is not allowed: use ws=true or ws=false")
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
+        raise UserError(f"seed={cfg.seed!r} is not allowed: use an integer >= 0, e.g. seed=0 or 'seed=range(10)'")
+    epochs = cfg.trainer.get("max_epochs")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise UserError(f"trainer.max_epochs={epochs!r} is not allowed: use an integer >= 1, e.g. trainer.max_epochs=50")
+    threads = cfg.get("threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise UserError(f"threads={threads!r} is not allowed: use null or an integer >= 1, e.g. threads=1")
+
+
+def result_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config without the settings that cannot change results."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(plain, dict)
+    for dotted in NEUTRAL_KEYS:
+        *parents, leaf = dotted.split(".")
+        node = plain
+        for p in parents:
+            node = node.get(p, {})
+        node.pop(leaf, None)
+    return plain
+
+
+def finished(out_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+    """The finished result already in `out_dir` for this config (a resumed sweep), if any."""
+    done = read_json(out_dir / METRICS)
+    if done is None:
+        return None
+    if done.get("config") != config:
+        raise UserError(
+            f"{out_dir / METRICS} holds a finished run of another config; "
+            "give this sweep its own hydra.sweep.dir=... rather than overwrite it"
+        )
+    return done
+
+
+def fit(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    """Build everything from the config, train, and return the metrics.json record."""
+    if cfg.get("threads"):
+        torch.set_num_threads(cfg.threads)
+    pl.seed_everything(cfg.seed, verbose=False)  # the seed also fixes the pairs, through the data module
+    model = instantiate(cfg.model, _recursive_=False)
+    datamodule = instantiate(cfg.data)
+    logger = instantiate(cfg.logger, save_dir=str(out_dir)) if cfg.get("logger") else False
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks, default_root_dir=str(out_dir))
+    started = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule)
+    train_time = time.perf_counter() - started
+    if trainer.interrupted:
+        raise KeyboardInterrupt
+    record: dict[str, Any] = {
+        "status": "finished",
+        "arch": cfg.arch.name,
+        "ws": cfg.ws,
+        "aux": float(cfg.aux),
+        "seed": cfg.seed,
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "max_epochs": 1 if cfg.trainer.get("fast_dev_run") else cfg.trainer.max_epochs,
+        **summarise(model.history),
+        "train_time_s": round(train_time, 3),
+        "device": str(model.device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "machine": platform.processor() or platform.machine(),
+    }
+    return record
+
+
+def job_label(cfg: DictConfig) -> str:
+    return f"arch={cfg.arch.name} ws={str(cfg.ws).lower()} aux={cfg.aux} seed={cfg.seed}"
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Returns the validation accuracy when there is a validation split (what a sweeper such as
+    Optuna optimises), never a test figure."""
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        check_config(cfg)
+        config = result_config(cfg)
+        if (done := finished(out_dir, config)) is not None:
+            log.info("%s: already finished in %s, skipped", job_label(cfg), out_dir)
+            return done.get("val_acc")
+        log.info("%s: training %s epochs -> %s", job_label(cfg), cfg.trainer.max_epochs, out_dir)
+        record = fit(cfg, out_dir)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except Exception as e:
+        # A failed job leaves its record and lets the sweep's other jobs run (Hydra re-raises
+        # the first failure when the sweep ends, so the exit status is non-zero).
+        write_json(out_dir / FAILURE, {
+            "status": "failed", "error": f"{type(e).__name__}: {e}",
+            "traceback": traceback.format_exc(), "config": OmegaConf.to_container(cfg, resolve=True),
+        })
+        log.error("%s: FAILED (%s: %s); see %s", job_label(cfg), type(e).__name__, e, out_dir / FAILURE)
+        raise
+    record["config"] = config
+    record["overrides"] = list(HydraConfig.get().overrides.task)
+    write_json(out_dir / METRICS, record)
+    (out_dir / FAILURE).unlink(missing_ok=True)
+    log.info(
+        "%s: test_acc %.4f after epoch %d (best-on-test %.4f, for comparison only) in %.1f s",
+        job_label(cfg), record["test_acc"], record["epochs"], record["best_test_acc"], record["train_time_s"],
+    )
+    return record.get("val_acc")
+
+
+def cli() -> None:
+    """Check `arch=` before Hydra composes, so that a typo is one line, not a config dump."""
+    known = sorted(p.stem for p in (CONF_DIR / "arch").glob("*.yaml"))
+    for arg in sys.argv[1:]:
+        if arg.startswith("arch="):
+            for name in arg.removeprefix("arch=").split(","):
+                if name not in known:
+                    print(f"error: arch={name} is unknown: use one of {', '.join(known)} (conf/arch/*.yaml)",
+                          file=sys.stderr)
+                    raise SystemExit(2)
+    main()
+
+
+if __name__ == "__main__":
+    cli()
