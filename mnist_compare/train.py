@@ -6,10 +6,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -69,10 +71,34 @@ def finished(out_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
     return done
 
 
+def threads_per_job(cfg: DictConfig) -> int | None:
+    """`threads`, else under the joblib launcher the cores divided among its parallel jobs (two
+    jobs with one thread each beat one job with two on these small nets), else torch's default."""
+    if cfg.get("threads"):
+        return int(cfg.threads)
+    try:
+        launcher = HydraConfig.get().launcher
+    except ValueError:  # not run by Hydra (tests, benchmarks)
+        return None
+    if "joblib" not in str(launcher.get("_target_", "")).lower():
+        return None
+    cores = os.cpu_count() or 1
+    jobs = launcher.n_jobs if launcher.n_jobs > 0 else cores
+    return max(1, cores // jobs)
+
+
+def quiet_lightning() -> None:
+    """Keep a sweep's console to one line per job: Lightning's banners say the same every run."""
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*(treespec|LeafSpec|does not have many workers).*")
+
+
 def fit(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Build everything from the config, train, and return the metrics.json record."""
-    if cfg.get("threads"):
-        torch.set_num_threads(cfg.threads)
+    quiet_lightning()
+    if threads := threads_per_job(cfg):
+        torch.set_num_threads(threads)
     pl.seed_everything(cfg.seed, verbose=False)  # the seed also fixes the pairs, through the data module
     model = instantiate(cfg.model, _recursive_=False)
     datamodule = instantiate(cfg.data)
@@ -117,7 +143,8 @@ def main(cfg: DictConfig) -> float | None:
         if (done := finished(out_dir, config)) is not None:
             log.info("%s: already finished in %s, skipped", job_label(cfg), out_dir)
             return done.get("val_acc")
-        log.info("%s: training %s epochs -> %s", job_label(cfg), cfg.trainer.max_epochs, out_dir)
+        plan = "fast_dev_run" if cfg.trainer.get("fast_dev_run") else f"{cfg.trainer.max_epochs} epochs"
+        log.info("%s: training %s -> %s", job_label(cfg), plan, out_dir)
         record = fit(cfg, out_dir)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
