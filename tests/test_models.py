@@ -1,0 +1,77 @@
+"""Architectures, weight sharing and the loss mixing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from mnist_compare.models.module import mixed_loss
+from mnist_compare.train import CONF_DIR
+
+PARAMS = {  # protocol.md
+    ("shallow", False): 208_172, ("shallow", True): 104_662,
+    ("deep", False): 199_942, ("deep", True): 100_712,
+    ("conv", False): 136_206, ("conv", True): 68_472,
+}
+
+
+def build(arch: str, ws: bool, aux: float = 0.0):
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", [f"arch={arch}", f"ws={str(ws).lower()}", f"aux={aux}"])
+    return instantiate(cfg.model, _recursive_=False)
+
+
+@pytest.mark.parametrize(("arch", "ws"), list(PARAMS))
+def test_parameter_counts_match_the_protocol(arch, ws):
+    model = build(arch, ws)
+    assert sum(p.numel() for p in model.parameters()) == PARAMS[arch, ws]
+    logits, a, b = model(torch.rand(4, 2, 14, 14) * 255)
+    assert logits.shape == (4, 2) and a.shape == b.shape == (4, 10)
+
+
+def test_weight_sharing_applies_one_pipe_to_both_images():
+    net = build("shallow", True).net
+    assert len(net.pipes) == 1
+    x = torch.rand(3, 2, 14, 14)
+    _, a, b = net(x)
+    pipe = net.pipes[0]
+    assert torch.allclose(a, pipe(x[:, 0:1]), atol=1e-5) and torch.allclose(b, pipe(x[:, 1:2]), atol=1e-5)
+    # a change of the shared pipe changes what both images give
+    with torch.no_grad():
+        pipe[1].bias.add_(1.0)
+    _, a2, b2 = net(x)
+    assert not torch.allclose(a, a2) and not torch.allclose(b, b2)
+
+
+def test_without_weight_sharing_each_image_has_its_own_pipe():
+    net = build("conv", False).net
+    first, second = net.pipes
+    assert {id(p) for p in first.parameters()}.isdisjoint(id(p) for p in second.parameters())
+    assert not torch.equal(first[0].weight, second[0].weight)  # independently initialised
+    x = torch.rand(3, 2, 14, 14)
+    _, a, _ = net(x)
+    a.sum().backward()  # the first image's digit output reaches the first pipe only
+    assert all(p.grad is not None for p in first.parameters())
+    assert all(p.grad is None for p in second.parameters())
+
+
+@pytest.mark.parametrize("w", [0.0, 0.5, 1.0])
+def test_loss_mixing(w):
+    torch.manual_seed(0)
+    logits, a, b = torch.randn(8, 2), torch.randn(8, 10), torch.randn(8, 10)
+    target, classes = torch.randint(0, 2, (8,)), torch.randint(0, 10, (8, 2))
+    main = F.cross_entropy(logits, target)
+    aux = (F.cross_entropy(a, classes[:, 0]) + F.cross_entropy(b, classes[:, 1])) / 2
+    got = mixed_loss((logits, a, b), target, classes, w)
+    assert torch.allclose(got, (1 - w) * main + w * aux)
+    assert torch.allclose(got, {0.0: main, 0.5: (main + aux) / 2, 1.0: aux}[w])
+
+
+def test_aux_weight_one_gives_the_main_head_no_gradient():
+    model = build("shallow", True, 1.0)
+    x, target, classes = torch.rand(5, 2, 14, 14), torch.randint(0, 2, (5,)), torch.randint(0, 10, (5, 2))
+    mixed_loss(model(x), target, classes, 1.0).backward()
+    assert all(p.grad is None or not p.grad.any() for p in model.net.classifier.parameters())

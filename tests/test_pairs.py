@@ -1,0 +1,73 @@
+"""Pair generation: the prologue's rules, determinism, and the pooling itself."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import torch
+from torchvision.datasets.mnist import read_image_file, read_label_file
+
+from mnist_compare.data import generate_pair_sets
+from mnist_compare.data.mnist import raw_dir
+
+DIGEST = "import hashlib,torch;from mnist_compare.data import generate_pair_sets as g;" \
+         "print(hashlib.sha256(b''.join(t.numpy().tobytes() for t in g(50, {seed}))).hexdigest())"
+
+
+def test_shapes_dtypes_and_order(mnist_dir):
+    tr_x, tr_y, tr_c, te_x, te_y, te_c = generate_pair_sets(1000, 0)
+    for x, y, c in ((tr_x, tr_y, tr_c), (te_x, te_y, te_c)):
+        assert x.shape == (1000, 2, 14, 14) and x.dtype == torch.float32
+        assert y.shape == (1000,) and y.dtype == torch.long
+        assert c.shape == (1000, 2) and c.dtype == torch.long
+        assert x.min() >= 0 and x.max() <= 255 and x.max() > 200  # raw pixel scale, not normalised
+        assert torch.equal(y, (c[:, 0] <= c[:, 1]).long())  # 1 iff first digit <= second
+        assert 0.45 < y.float().mean() < 0.65  # P(a <= b) = 0.55 for uniform digits
+    assert not torch.equal(tr_x, te_x)
+
+
+def test_train_pairs_from_train_set_test_pairs_from_test_set(mnist_dir):
+    tr_x, _, tr_c, te_x, _, te_c = generate_pair_sets(20, 3)
+    raw = raw_dir(mnist_dir)
+    train_img = read_image_file(str(raw / "train-images-idx3-ubyte")).float()
+    test_img = read_image_file(str(raw / "t10k-images-idx3-ubyte")).float()
+    test_lab = read_label_file(str(raw / "t10k-labels-idx1-ubyte"))
+    # hand-computed 2x2 average of the first test pair's first image, found in the test set
+    pooled_test = (test_img[:, 0::2, 0::2] + test_img[:, 1::2, 0::2] + test_img[:, 0::2, 1::2]
+                   + test_img[:, 1::2, 1::2]) / 4
+    match = (pooled_test == te_x[0, 0]).flatten(1).all(1).nonzero().flatten()
+    assert len(match) >= 1 and test_lab[match[0]] == te_c[0, 0]
+    pooled_train = (train_img[:, 0::2, 0::2] + train_img[:, 1::2, 0::2] + train_img[:, 0::2, 1::2]
+                    + train_img[:, 1::2, 1::2]) / 4
+    assert (pooled_train == tr_x[0, 1]).flatten(1).all(1).any()
+    assert not (pooled_test == tr_x[0, 1]).flatten(1).all(1).any()
+
+
+def test_pooling_matches_a_hand_computation(mnist_dir):
+    raw = raw_dir(mnist_dir)
+    image = read_image_file(str(raw / "train-images-idx3-ubyte"))[0].tolist()
+    from mnist_compare.data.mnist import load_pooled
+
+    pooled = load_pooled(str(mnist_dir))["train_input"][0]
+    for i, j in ((0, 0), (7, 7), (5, 9), (13, 13)):
+        block = [image[2 * i][2 * j], image[2 * i + 1][2 * j], image[2 * i][2 * j + 1], image[2 * i + 1][2 * j + 1]]
+        assert pooled[i, j].item() == sum(block) / 4
+
+
+def test_same_seed_same_tensors_in_another_process(mnist_dir):
+    here = generate_pair_sets(50, 7)
+    import hashlib
+
+    mine = hashlib.sha256(b"".join(t.numpy().tobytes() for t in here)).hexdigest()
+    other = subprocess.run([sys.executable, "-c", DIGEST.format(seed=7)], capture_output=True, text=True, check=True)
+    assert other.stdout.strip() == mine
+
+
+def test_seeds_differ_seed_zero_is_real_and_global_rng_untouched(mnist_dir):
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    a, b = generate_pair_sets(100, 0), generate_pair_sets(100, 1)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert not torch.equal(a[0], b[0]) and not torch.equal(a[3], b[3])
+    assert all(torch.equal(x, y) for x, y in zip(a, generate_pair_sets(100, 0)))

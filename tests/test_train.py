@@ -1,0 +1,102 @@
+"""The entry point end to end, on real MNIST: outputs, sweeps, determinism, resume, failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import ROOT, run_cli, train
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from test_models import PARAMS
+
+
+def test_short_run_writes_a_complete_metrics_json(tmp_path, mnist_dir):
+    out = tmp_path / "run"
+    done = train("arch=shallow", "ws=true", "aux=0.5", "seed=3", "trainer.max_epochs=2", f"hydra.run.dir={out}")
+    assert done.returncode == 0, done.stderr
+    m = json.loads((out / "metrics.json").read_text())
+    assert (m["arch"], m["ws"], m["aux"], m["seed"]) == ("shallow", True, 0.5, 3)
+    assert m["n_params"] == PARAMS["shallow", True]
+    assert m["epochs"] == m["max_epochs"] == 2 and m["status"] == "finished"
+    for key in ("test_acc", "test_loss", "train_loss", "train_acc", "test_aux_acc"):
+        assert len(m["history"][key]) == 2, key
+    assert m["test_acc"] == m["history"]["test_acc"][-1] and 0.6 < m["test_acc"] <= 1
+    assert m["best_test_acc"] == max(m["history"]["test_acc"])
+    assert m["history"]["test_acc"][m["best_epoch"] - 1] == m["best_test_acc"]
+    assert m["test_aux_acc"] == m["history"]["test_aux_acc"][-1] and 0.3 < m["test_aux_acc"] <= 1
+    assert 0 < m["train_acc"] <= 1 and m["train_loss"] > 0 and m["train_time_s"] > 0
+    assert m["config"]["data"]["n_pairs"] == 1000 and m["config"]["trainer"]["max_epochs"] == 2
+    (event_file,) = (out / "tb").glob("events.out.tfevents.*")
+    events = EventAccumulator(str(event_file)).Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/acc", "test/loss", "test/acc", "test/aux_acc", "train/aux_acc"} <= tags
+    logged = events.Scalars("test/acc")  # float32 in the event file, one point per epoch
+    assert [e.step for e in logged] == [0, 1]
+    assert [e.value for e in logged] == pytest.approx(m["history"]["test_acc"], rel=1e-6)
+    assert "aux_loss_weight" in (out / "tb" / "hparams.yaml").read_text()
+
+
+def test_all_twelve_combinations_run_with_fast_dev_run(tmp_path, mnist_dir):
+    sweep = tmp_path / "sweep"
+    done = train("-m", "arch=shallow,deep,conv", "ws=true,false", "aux=0,0.5", "seed=0", "trainer=fast_dev_run",
+                 f"hydra.sweep.dir={sweep}")
+    assert done.returncode == 0, done.stderr
+    found = {}
+    for path in sweep.glob("*/metrics.json"):
+        m = json.loads(path.read_text())
+        found[m["arch"], m["ws"], m["aux"]] = m
+        assert m["n_params"] == PARAMS[m["arch"], m["ws"]] and m["epochs"] == 1
+    assert set(found) == {(a, w, x) for a in ("shallow", "deep", "conv") for w in (True, False) for x in (0.0, 0.5)}
+
+
+def test_same_config_and_seed_give_identical_results(tmp_path, mnist_dir):
+    results = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        done = train("arch=conv", "ws=false", "aux=0.5", "seed=0", "trainer.max_epochs=2", f"hydra.run.dir={out}")
+        assert done.returncode == 0, done.stderr
+        results.append(json.loads((out / "metrics.json").read_text())["history"])
+    assert results[0] == results[1]
+
+
+def test_killed_sweep_resumes_without_redoing_finished_jobs(tmp_path, mnist_dir):
+    sweep = tmp_path / "sweep"
+    args = ["-m", "arch=shallow", "seed=0,1,2,3,4,5", "trainer.max_epochs=3", "hydra/launcher=basic",
+            f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.Popen([sys.executable, "-m", "mnist_compare.train", *args], cwd=ROOT, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while len(list(sweep.glob("*/metrics.json"))) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole process group, as kill -9 of a sweep
+    proc.wait()
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sweep.glob("*/metrics.json")}
+    assert 2 <= len(before) < 6
+    done = train(*args)
+    assert done.returncode == 0, done.stderr
+    after = list(sweep.glob("*/metrics.json"))
+    assert len(after) == 6
+    for path, (mtime, content) in before.items():
+        assert (path.stat().st_mtime_ns, path.read_bytes()) == (mtime, content)
+    assert done.stdout.count("already finished") + done.stderr.count("already finished") == len(before)
+    for path in after:
+        json.loads(path.read_text())  # every one complete
+
+
+def test_failed_job_leaves_a_record_and_the_sweep_goes_on(tmp_path, mnist_dir):
+    sweep = tmp_path / "sweep"
+    done = train("-m", "model.optimizer.lr=nan,0.001", "trainer=fast_dev_run", "hydra/launcher=basic",
+                 f"hydra.sweep.dir={sweep}")
+    assert done.returncode != 0
+    failure = json.loads(next(sweep.glob("*lr=nan*/failure.json")).read_text())
+    assert failure["status"] == "failed" and "learning rate" in failure["error"]
+    assert not list(sweep.glob("*lr=nan*/metrics.json"))
+    assert list(sweep.glob("*lr=0.001*/metrics.json"))
+    collected = run_cli("mnist_compare.collect", str(sweep))
+    assert collected.returncode == 0, collected.stderr
+    assert "failed" in collected.stdout and "learning rate" in collected.stdout
