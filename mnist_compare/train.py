@@ -39,7 +39,9 @@ def check_config(cfg: DictConfig) -> None:
         raise UserError(f"seed={cfg.seed!r} is not allowed: use an integer >= 0, e.g. seed=0 or 'seed=range(10)'")
     epochs = cfg.trainer.get("max_epochs")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise UserError(f"trainer.max_epochs={epochs!r} is not allowed: use an integer >= 1, e.g. trainer.max_epochs=50")
+        raise UserError(
+            f"trainer.max_epochs={epochs!r} is not allowed: use an integer >= 1, e.g. trainer.max_epochs=50"
+        )
     threads = cfg.get("threads")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise UserError(f"threads={threads!r} is not allowed: use null or an integer >= 1, e.g. threads=1")

@@ -13,12 +13,13 @@ import pandas as pd
 
 
 def cell_name(ws: bool, aux: float) -> str:
-    return f"WS {'on' if ws else 'off'}, aux {aux:g}" if aux else f"WS {'on' if ws else 'off'}, aux off"
+    return f"WS {'on' if ws else 'off'}, aux {f'{aux:g}' if aux else 'off'}"
 
 
 def _cells(frame: pd.DataFrame) -> list[tuple[bool, float]]:
     """The report's column order: aux off before on, WS off before on."""
-    return sorted({(bool(w), float(a)) for w, a in zip(frame["ws"], frame["aux"])}, key=lambda c: (c[1], c[0]))
+    cells = {(bool(w), float(a)) for w, a in zip(frame["ws"], frame["aux"], strict=True)}
+    return sorted(cells, key=lambda c: (c[1], c[0]))
 
 
 def table1(summary: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
@@ -80,7 +81,8 @@ def write_tables(root: Path, summary: pd.DataFrame, effects: pd.DataFrame, view:
 
 def _panels(runs: pd.DataFrame, labels: list[str]) -> list[tuple[str, pd.DataFrame]]:
     rows = [c for c in labels if c not in ("ws", "aux")]
-    return [(" ".join(map(str, k)) if isinstance(k, tuple) else str(k), g) for k, g in runs.groupby(rows, sort=True, observed=True)]
+    groups = runs.groupby(rows, sort=True, observed=True)
+    return [(" ".join(map(str, k)) if isinstance(k, tuple) else str(k), g) for k, g in groups]
 
 
 def curves_figure(path: Path, runs: pd.DataFrame, labels: list[str]) -> None:
@@ -105,7 +107,8 @@ def curves_figure(path: Path, runs: pd.DataFrame, labels: list[str]) -> None:
         axes[1, col].set_xlabel("epoch")
         axes[1, col].set_yscale("log")
     axes[0, 0].legend(fontsize=8)
-    fig.suptitle(f"Learning curves, mean ± std over seeds (n = {runs.groupby(labels, observed=True).size().min()} per line)")
+    n = runs.groupby(labels, observed=True).size().min()
+    fig.suptitle(f"Learning curves, mean ± std over seeds (n = {n} per line)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -23,7 +23,7 @@ def summarise_groups(runs: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
     for values, group in runs.groupby(labels, sort=True, dropna=False, observed=True):
         acc = group["test_acc"].to_numpy(float)
         low, high = t_interval(acc)
-        row = dict(zip(labels, values if isinstance(values, tuple) else (values,)))
+        row = dict(zip(labels, values if isinstance(values, tuple) else (values,), strict=False))
         row.update({
             "n": len(group),
             "test_acc_mean": acc.mean(),
@@ -73,7 +73,7 @@ def paired_effects(runs: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
             low, high = t_interval(diff)
             effect = ("WS + aux" if ws and aux else "WS" if ws else "aux") + (f" {aux:g}" if aux else "")
             rows.append({
-                **dict(zip(context, ctx if isinstance(ctx, tuple) else (ctx,))),
+                **dict(zip(context, ctx if isinstance(ctx, tuple) else (ctx,), strict=False)),
                 "effect": effect, "n_pairs": len(diff), "mean_diff": diff.mean(),
                 "ci95_low": low, "ci95_high": high,
                 "p_ttest": float(stats.ttest_rel(both[(ws, aux)], both[(False, 0.0)]).pvalue),

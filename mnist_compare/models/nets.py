@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 
 import torch
@@ -11,7 +12,7 @@ from torch import nn
 def mlp(sizes: Sequence[int], dropout: float = 0.0, batch_norm: bool = False) -> nn.Sequential:
     """Flatten, then Linear layers with ReLU after every hidden one (the study's MLPs)."""
     layers: list[nn.Module] = [nn.Flatten()]
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(n_in, n_out))
         if i < len(sizes) - 2:
             layers += [nn.BatchNorm1d(n_out)] if batch_norm else []
