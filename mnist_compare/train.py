@@ -130,6 +130,13 @@ def fit(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     return record
 
 
+def user_error(e: BaseException) -> UserError | None:
+    """The UserError behind `e`, also when Hydra's instantiate wrapped it."""
+    while e is not None and not isinstance(e, UserError):
+        e = e.__cause__ or e.__context__
+    return e
+
+
 def job_label(cfg: DictConfig) -> str:
     return f"arch={cfg.arch.name} ws={str(cfg.ws).lower()} aux={cfg.aux} seed={cfg.seed}"
 
@@ -148,10 +155,10 @@ def main(cfg: DictConfig) -> float | None:
         plan = "fast_dev_run" if cfg.trainer.get("fast_dev_run") else f"{cfg.trainer.max_epochs} epochs"
         log.info("%s: training %s -> %s", job_label(cfg), plan, out_dir)
         record = fit(cfg, out_dir)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
     except Exception as e:
+        if bad_input := user_error(e):
+            print(f"error: {bad_input}", file=sys.stderr)
+            raise SystemExit(2) from None
         # A failed job leaves its record and lets the sweep's other jobs run (Hydra re-raises
         # the first failure when the sweep ends, so the exit status is non-zero).
         write_json(out_dir / FAILURE, {

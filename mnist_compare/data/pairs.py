@@ -26,7 +26,7 @@ def check_n_pairs(n_pairs: int) -> None:
     limit = min(MAX_PAIRS.values())
     if isinstance(n_pairs, bool) or not isinstance(n_pairs, int) or not 1 <= n_pairs <= limit:
         raise UserError(
-            f"n_pairs={n_pairs!r} is not allowed: use an integer from 1 to {limit} "
+            f"data.n_pairs={n_pairs!r} is not allowed: use an integer from 1 to {limit} "
             f"(the MNIST test set has 10,000 images, two per pair), e.g. data.n_pairs=1000"
         )
 

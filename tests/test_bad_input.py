@@ -1,0 +1,67 @@
+"""Bad input: one line naming the setting and what is allowed, a non-zero exit, no traceback,
+and nothing half-written. The cases run concurrently: each is a separate process start."""
+
+from __future__ import annotations
+
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from mnist_compare.data import mnist
+
+CASES = {  # name: (arguments, what the error line must say)
+    "unknown arch": (["arch=lenet"], "arch=lenet is unknown: use one of conv, deep, shallow"),
+    "unknown arch in a sweep": (["-m", "arch=shallow,lenet"], "arch=lenet is unknown"),
+    "aux above 1": (["aux=1.5"], "aux=1.5 is not allowed: use a number from 0 to 1"),
+    "aux not a number": (["aux=half"], "aux='half' is not allowed: use a number from 0 to 1"),
+    "negative seed": (["seed=-1"], "seed=-1 is not allowed: use an integer >= 0"),
+    "non-integer seed": (["seed=1.5"], "seed=1.5 is not allowed: use an integer >= 0"),
+    "zero pairs": (["data.n_pairs=0"], "data.n_pairs=0 is not allowed: use an integer from 1 to 5000"),
+    "too many pairs": (["data.n_pairs=5001"], "data.n_pairs=5001 is not allowed: use an integer from 1 to 5000"),
+    "batch size 0": (["data.batch_size=0"], "data.batch_size=0 is not allowed: use an integer >= 1"),
+    "zero epochs": (["trainer.max_epochs=0"], "trainer.max_epochs=0 is not allowed: use an integer >= 1"),
+    "data_dir under a file": (["data.data_dir={tmp}/file/data"], "cannot be created or written"),
+    "corrupted MNIST file": (["data.data_dir={tmp}/corrupt"], "train-labels-idx1-ubyte has SHA-256"),
+    "bad aux inside a sweep": (["-m", "aux=0,2"], "aux=2 is not allowed"),
+}
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory, mnist_dir):
+    tmp = tmp_path_factory.mktemp("bad")
+    (tmp / "file").write_text("")
+    raw = mnist.raw_dir(tmp / "corrupt")
+    shutil.copytree(mnist.raw_dir(mnist_dir), raw, ignore=shutil.ignore_patterns(".*"))
+    (raw / "train-labels-idx1-ubyte").write_bytes(b"\0" * 60008)
+
+    def run(name: str):
+        args, _ = CASES[name]
+        args = [a.format(tmp=tmp) for a in args]
+        where = tmp / name.replace(" ", "_")
+        key = "hydra.sweep.dir" if "-m" in args else "hydra.run.dir"
+        return run_cli("mnist_compare.train", *args, "trainer=fast_dev_run", f"{key}={where}"), where
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return dict(zip(CASES, pool.map(run, CASES)))
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_is_one_clear_line(outcomes, name):
+    done, where = outcomes[name]
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: ") and CASES[name][1] in lines[0]
+    assert "Traceback" not in done.stdout + done.stderr
+    bad_jobs = [p for p in Path(where).glob("**/metrics.json") if "aux=2" in str(p) or "lenet" in str(p)]
+    assert not bad_jobs
+
+
+def test_collector_on_a_directory_without_runs(tmp_path):
+    for target in (tmp_path, tmp_path / "absent"):
+        done = run_cli("mnist_compare.collect", str(target))
+        assert done.returncode == 2 and "Traceback" not in done.stderr
+        assert done.stderr.startswith("error: ") and len(done.stderr.strip().splitlines()) == 1
