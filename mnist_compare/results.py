@@ -48,4 +48,14 @@ def summarise(history: dict[str, list[float]]) -> dict[str, Any]:
         best = max(range(len(test_acc)), key=test_acc.__getitem__)
         out["best_test_acc"], out["best_epoch"] = test_acc[best], best + 1
     out["history"] = {k.replace("/", "_"): v for k, v in history.items()}
+    out["selection"] = "last epoch"
+    if history.get("selected/acc"):
+        # The delivered model is the checkpoint chosen on validation accuracy: its test figures
+        # replace the last epoch's, which stay under last_epoch_*.
+        val = history["val/acc"]
+        out["selection"] = f"best val/acc (epoch {val.index(max(val)) + 1})"
+        out["last_epoch_test_acc"] = out["test_acc"]
+        for metric in ("acc", "loss", "aux_acc", "rule_acc"):
+            out[f"test_{metric}"] = out.pop(f"selected_{metric}")
+        out["history"] = {k: v for k, v in out["history"].items() if not k.startswith("selected")}
     return out

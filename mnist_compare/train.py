@@ -19,6 +19,7 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -79,10 +80,11 @@ def threads_per_job(cfg: DictConfig) -> int | None:
     if cfg.get("threads"):
         return int(cfg.threads)
     try:
-        launcher = HydraConfig.get().launcher
+        hydra_cfg = HydraConfig.get()
     except ValueError:  # not run by Hydra (tests, benchmarks)
         return None
-    if "joblib" not in str(launcher.get("_target_", "")).lower():
+    launcher = hydra_cfg.launcher
+    if hydra_cfg.mode != RunMode.MULTIRUN or "joblib" not in str(launcher.get("_target_", "")).lower():
         return None
     cores = os.cpu_count() or 1
     jobs = launcher.n_jobs if launcher.n_jobs > 0 else cores
@@ -112,6 +114,11 @@ def fit(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     train_time = time.perf_counter() - started
     if trainer.interrupted:
         raise KeyboardInterrupt
+    chooser = next((c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None)), None)
+    if chooser is not None:
+        if not chooser.best_model_path:
+            raise UserError(f"callbacks monitor {chooser.monitor} but no checkpoint was kept: set data.val_pairs > 0")
+        trainer.test(model, datamodule=datamodule, ckpt_path=chooser.best_model_path, verbose=False)
     record: dict[str, Any] = {
         "status": "finished",
         "arch": cfg.arch.name,
@@ -120,6 +127,7 @@ def fit(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         "seed": cfg.seed,
         "n_params": sum(p.numel() for p in model.parameters()),
         "max_epochs": 1 if cfg.trainer.get("fast_dev_run") else cfg.trainer.max_epochs,
+        "stopped_early": trainer.current_epoch < cfg.trainer.max_epochs and not cfg.trainer.get("fast_dev_run"),
         **summarise(model.history),
         "train_time_s": round(train_time, 3),
         "device": str(model.device),

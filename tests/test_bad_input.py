@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli
+
 from mnist_compare.data import mnist
 
 CASES = {  # name: (arguments, what the error line must say)
@@ -45,7 +45,7 @@ def outcomes(tmp_path_factory, mnist_dir):
         return run_cli("mnist_compare.train", *args, "trainer=fast_dev_run", f"{key}={where}"), where
 
     with ThreadPoolExecutor(max_workers=4) as pool:
-        return dict(zip(CASES, pool.map(run, CASES)))
+        return dict(zip(CASES, pool.map(run, CASES), strict=True))
 
 
 @pytest.mark.parametrize("name", list(CASES))

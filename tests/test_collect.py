@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli, train
 from scipy import stats
 
-from conftest import run_cli, train
 from mnist_compare.collect.__main__ import collect
 from mnist_compare.collect.runs import load_sweep
 from mnist_compare.collect.stats import holm, paired_effects, summarise_groups

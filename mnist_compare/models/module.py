@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mnist_compare.errors import UserError
 from mnist_compare.models.nets import PairNet
@@ -72,6 +72,11 @@ class CompareModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.aux_loss_weight = check_aux_weight(aux_loss_weight)
+        # plain containers, so that checkpoints load with torch.load(weights_only=True)
+        pipe, classifier, optimizer, scheduler = (
+            OmegaConf.to_container(c, resolve=True) if isinstance(c, DictConfig) else c
+            for c in (pipe, classifier, optimizer, scheduler)
+        )
         self.save_hyperparameters()
         self.net = PairNet(partial(instantiate, pipe), instantiate(classifier), bool(weight_sharing))
         self.label_smoothing = label_smoothing
@@ -109,7 +114,8 @@ class CompareModule(pl.LightningModule):
         self._evaluate(stage, batch)
 
     def test_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
-        self._evaluate("final_test", batch)
+        # `trainer.test` runs only to score the checkpoint chosen on validation pairs
+        self._evaluate("selected", batch)
 
     def _evaluate(self, stage: str, batch: tuple[torch.Tensor, ...]) -> None:
         x, target, classes = batch
