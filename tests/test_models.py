@@ -75,3 +75,10 @@ def test_aux_weight_one_gives_the_main_head_no_gradient():
     x, target, classes = torch.rand(5, 2, 14, 14), torch.randint(0, 2, (5,)), torch.randint(0, 10, (5, 2))
     mixed_loss(model(x), target, classes, 1.0).backward()
     assert all(p.grad is None or not p.grad.any() for p in model.net.classifier.parameters())
+
+
+def test_non_finite_training_loss_fails_the_run():
+    model = build("shallow", True)
+    model._train_sums = [torch.tensor([float("nan"), 50.0, 100.0, 50.0, 100.0])]
+    with pytest.raises(FloatingPointError, match="non-finite training loss"):
+        model.on_train_epoch_end()

@@ -100,3 +100,26 @@ def test_failed_job_leaves_a_record_and_the_sweep_goes_on(tmp_path, mnist_dir):
     collected = run_cli("mnist_compare.collect", str(sweep))
     assert collected.returncode == 0, collected.stderr
     assert "failed" in collected.stdout and "learning rate" in collected.stdout
+
+
+def test_slurm_launcher_path_with_submitit_local_executor(tmp_path, mnist_dir):
+    sweep = tmp_path / "sweep"
+    done = train("-m", "hydra/launcher=slurm_local", "arch=shallow,conv", "ws=true", "aux=0.5",
+                 "trainer=fast_dev_run", f"hydra.sweep.dir={sweep}", timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = sorted(json.loads(p.read_text())["arch"] for p in sweep.glob("*/metrics.json"))
+    assert found == ["conv", "shallow"]
+
+
+def test_best_experiment_delivers_the_checkpoint_chosen_on_validation_pairs(tmp_path, mnist_dir):
+    out = tmp_path / "best"
+    done = train("experiment=best", "trainer.max_epochs=3", f"hydra.run.dir={out}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    m = json.loads((out / "metrics.json").read_text())
+    assert (m["arch"], m["ws"], m["aux"]) == ("best", True, 0.5)
+    assert m["config"]["data"]["val_pairs"] == 200 and len(m["history"]["val_acc"]) == 3
+    epoch = int(m["selection"].removeprefix("best val/acc (epoch ").rstrip(")"))
+    assert m["history"]["val_acc"][epoch - 1] == max(m["history"]["val_acc"])
+    # the chosen checkpoint, re-loaded and scored, gives what its epoch's evaluation gave
+    assert m["test_acc"] == m["history"]["test_acc"][epoch - 1]
+    assert m["last_epoch_test_acc"] == m["history"]["test_acc"][-1]

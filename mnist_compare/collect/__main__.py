@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mnist_compare.collect.report import bars_figure, curves_figure, table1, write_tables
+from mnist_compare.collect.report import aux_curve_figure, bars_figure, curves_figure, table1, write_tables
 from mnist_compare.collect.runs import load_sweep, newest_sweep
 from mnist_compare.collect.stats import paired_effects, summarise_groups
 from mnist_compare.errors import UserError
@@ -21,6 +21,7 @@ def collect(root: Path) -> str:
     md = write_tables(root, summary, effects, table1(summary, sweep.labels), sweep.problems, sweep.runs, sweep.labels)
     curves_figure(root / "curves.png", sweep.runs, sweep.labels)
     bars_figure(root / "table1.png", summary, sweep.labels)
+    aux_curve_figure(root / "aux_curve.png", summary, sweep.labels)
     return md
 
 
@@ -34,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"written to {root}: results.md/.csv/.tex, paired_effects.csv, runs.csv, curves.png, table1.png")
+    print(f"written to {root}: results.md/.csv/.tex, paired_effects.csv, runs.csv, curves.png, table1.png"
+          " (and aux_curve.png for a sweep over three or more aux weights)")
     return 0
 
 

@@ -26,7 +26,7 @@ def table1(summary: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
     """Architectures (and any other context) as rows, WS/aux combinations as columns: mean ± std."""
     rows = [c for c in labels if c not in ("ws", "aux")]
     out = {}
-    for ctx, group in summary.groupby(rows, sort=False, observed=True):
+    for ctx, group in summary.groupby(rows, sort=True, observed=True):
         name = " ".join(map(str, ctx)) if isinstance(ctx, tuple) else str(ctx)
         out[name] = {
             cell_name(r.ws, r.aux): f"{r.test_acc_mean:.4f} ± {r.test_acc_std:.4f}" for r in group.itertuples()
@@ -64,7 +64,7 @@ def write_tables(root: Path, summary: pd.DataFrame, effects: pd.DataFrame, view:
         "",
         view.to_markdown(),
         "",
-        "## Paired effects against WS off, aux off (same seed = same pairs)",
+        "## Paired effects against the baseline cell (same seed = same pairs)",
         "",
         "Mean difference of test accuracy, its 95% CI, paired t-test and Wilcoxon p-values, and the "
         "t-test p-value Holm-adjusted over all comparisons. The report compared unpaired means with "
@@ -96,14 +96,19 @@ def curves_figure(path: Path, runs: pd.DataFrame, labels: list[str]) -> None:
                 series = [h[key] for h in cell["history"] if key in h]
                 length = min(map(len, series))
                 curves = np.array([s[:length] for s in series])
+                if key == "train_loss":  # spans decades: geometric mean, band of one std of the log
+                    curves = np.log(np.maximum(curves, 1e-12))
                 mean, std = curves.mean(0), curves.std(0, ddof=1) if len(curves) > 1 else 0 * curves[0]
+                low, high = mean - std, mean + std
+                if key == "train_loss":
+                    mean, low, high = np.exp(mean), np.exp(low), np.exp(high)
                 epochs = np.arange(1, length + 1)
                 ax = axes[row, col]
                 (line,) = ax.plot(epochs, mean, label=cell_name(ws, aux))
-                ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+                ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2)
         axes[0, col].set_title(name)
         axes[0, col].set_ylabel("test accuracy")
-        axes[1, col].set_ylabel("training loss (optimised mix)")
+        axes[1, col].set_ylabel("training loss (optimised mix, geometric mean)")
         axes[1, col].set_xlabel("epoch")
         axes[1, col].set_yscale("log")
     axes[0, 0].legend(fontsize=8)
@@ -136,3 +141,27 @@ def bars_figure(path: Path, summary: pd.DataFrame, labels: list[str]) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def aux_curve_figure(path: Path, summary: pd.DataFrame, labels: list[str]) -> bool:
+    """Test accuracy against the auxiliary weight, one line per architecture/WS, when the sweep has
+    at least three weights; returns whether it drew one."""
+    if summary["aux"].nunique() < 3:
+        return False
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    lines = [c for c in labels if c != "aux"]
+    for key, group in summary.groupby(lines, sort=True, observed=True):
+        group = group.sort_values("aux")
+        parts = dict(zip(lines, key if isinstance(key, tuple) else (key,), strict=True))
+        name = " ".join(f"WS {'on' if v else 'off'}" if k == "ws" else str(v) for k, v in parts.items())
+        (line,) = ax.plot(group["aux"], group["test_acc_mean"], marker="o", ms=3, label=name)
+        ax.fill_between(group["aux"], group["test_acc_mean"] - group["test_acc_std"],
+                        group["test_acc_mean"] + group["test_acc_std"], color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("auxiliary loss weight w  (loss = (1 - w) main + w aux)")
+    ax.set_ylabel("final-epoch test accuracy (mean ± std)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True

@@ -39,7 +39,10 @@ def summarise_groups(runs: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
         if "val_acc" in group and group["val_acc"].notna().any():
             row["val_acc_mean"] = group["val_acc"].mean()
         rows.append(row)
-    return pd.DataFrame(rows)
+    summary = pd.DataFrame(rows)
+    if isinstance(runs["arch"].dtype, pd.CategoricalDtype):  # keep the report's row order
+        summary["arch"] = pd.Categorical(summary["arch"], runs["arch"].cat.categories, ordered=True)
+    return summary
 
 
 def holm(pvalues: np.ndarray) -> np.ndarray:
@@ -54,7 +57,8 @@ def holm(pvalues: np.ndarray) -> np.ndarray:
 
 
 def paired_effects(runs: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
-    """Each (ws, aux) cell against ws=false, aux=0 of the same context, seed by seed.
+    """Each (ws, aux) cell against the baseline of the same context (WS off/aux off, or WS on/
+    aux off when only WS on was swept), seed by seed.
 
     A seed fixes the data, so the paired difference removes the data-set noise that the
     report's unpaired means carry.
@@ -63,20 +67,24 @@ def paired_effects(runs: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
     rows = []
     for ctx, group in runs.groupby(context, sort=True, dropna=False, observed=True):
         acc = group.pivot_table(index="seed", columns=["ws", "aux"], values="test_acc", aggfunc="first")
-        if (False, 0.0) not in acc.columns:
+        # WS off/aux off as in Table 1; a sweep with WS on only (the aux curve) pairs with WS on/aux 0
+        base = next((b for b in ((False, 0.0), (True, 0.0)) if b in acc.columns), None)
+        if base is None:
             continue
-        for ws, aux in sorted(c for c in acc.columns if c != (False, 0.0)):
-            both = acc[[(False, 0.0), (ws, aux)]].dropna()
-            diff = (both[(ws, aux)] - both[(False, 0.0)]).to_numpy(float)
+        for ws, aux in sorted(c for c in acc.columns if c != base):
+            both = acc[[base, (ws, aux)]].dropna()
+            diff = (both[(ws, aux)] - both[base]).to_numpy(float)
             if len(diff) < 2:
                 continue
             low, high = t_interval(diff)
-            effect = ("WS + aux" if ws and aux else "WS" if ws else "aux") + (f" {aux:g}" if aux else "")
+            effect = ("WS + aux" if ws and aux and not base[0] else "WS" if ws and not base[0] else "aux")
+            effect += f" {aux:g}" if aux else ""
             rows.append({
                 **dict(zip(context, ctx if isinstance(ctx, tuple) else (ctx,), strict=False)),
                 "effect": effect, "n_pairs": len(diff), "mean_diff": diff.mean(),
                 "ci95_low": low, "ci95_high": high,
-                "p_ttest": float(stats.ttest_rel(both[(ws, aux)], both[(False, 0.0)]).pvalue),
+                "baseline": f"WS {'on' if base[0] else 'off'}, aux off",
+                "p_ttest": float(stats.ttest_rel(both[(ws, aux)], both[base]).pvalue),
                 "p_wilcoxon": float(stats.wilcoxon(diff).pvalue) if np.any(diff) else 1.0,
             })
     table = pd.DataFrame(rows)
