@@ -36,9 +36,10 @@ def read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def summarise(history: dict[str, list[float]]) -> dict[str, Any]:
+def summarise(history: dict[str, list[float]], chooser: tuple[str, str] | None = None) -> dict[str, Any]:
     """Final-epoch figures, plus the original's best-over-epochs on the test pairs (for comparison
-    with the report only: it is chosen on the test pairs)."""
+    with the report only: it is chosen on the test pairs). `chooser` = (monitored metric, min or
+    max) of the checkpoint callback whose model is delivered instead of the last epoch's."""
     out: dict[str, Any] = {"epochs": len(history.get("test/acc", []))}
     for key, values in history.items():
         if values:
@@ -49,11 +50,14 @@ def summarise(history: dict[str, list[float]]) -> dict[str, Any]:
         out["best_test_acc"], out["best_epoch"] = test_acc[best], best + 1
     out["history"] = {k.replace("/", "_"): v for k, v in history.items()}
     out["selection"] = "last epoch"
-    if history.get("selected/acc"):
-        # The delivered model is the checkpoint chosen on validation accuracy: its test figures
+    if chooser and history.get("selected/acc"):
+        # The delivered model is the checkpoint chosen on validation pairs: its test figures
         # replace the last epoch's, which stay under last_epoch_*.
-        val = history["val/acc"]
-        out["selection"] = f"best val/acc (epoch {val.index(max(val)) + 1})"
+        monitor, mode = chooser
+        values = history[monitor]
+        chosen = values.index(min(values) if mode == "min" else max(values))  # the first, as the callback
+        out["selection"] = f"{mode} {monitor} (epoch {chosen + 1})"
+        out["val_acc"] = history["val/acc"][chosen]  # the delivered checkpoint's
         out["last_epoch_test_acc"] = out["test_acc"]
         for metric in ("acc", "loss", "aux_acc", "rule_acc"):
             out[f"test_{metric}"] = out.pop(f"selected_{metric}")

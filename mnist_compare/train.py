@@ -128,7 +128,7 @@ def fit(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         "n_params": sum(p.numel() for p in model.parameters()),
         "max_epochs": 1 if cfg.trainer.get("fast_dev_run") else cfg.trainer.max_epochs,
         "stopped_early": trainer.current_epoch < cfg.trainer.max_epochs and not cfg.trainer.get("fast_dev_run"),
-        **summarise(model.history),
+        **summarise(model.history, (chooser.monitor, chooser.mode) if chooser else None),
         "train_time_s": round(train_time, 3),
         "device": str(model.device),
         "threads": torch.get_num_threads(),

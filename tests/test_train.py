@@ -118,8 +118,21 @@ def test_best_experiment_delivers_the_checkpoint_chosen_on_validation_pairs(tmp_
     m = json.loads((out / "metrics.json").read_text())
     assert (m["arch"], m["ws"], m["aux"]) == ("best", True, 0.5)
     assert m["config"]["data"]["val_pairs"] == 200 and len(m["history"]["val_acc"]) == 3
-    epoch = int(m["selection"].removeprefix("best val/acc (epoch ").rstrip(")"))
-    assert m["history"]["val_acc"][epoch - 1] == max(m["history"]["val_acc"])
+    epoch = int(m["selection"].removeprefix("min val/loss (epoch ").rstrip(")"))
+    assert m["history"]["val_loss"][epoch - 1] == min(m["history"]["val_loss"])
+    assert m["val_acc"] == m["history"]["val_acc"][epoch - 1]
     # the chosen checkpoint, re-loaded and scored, gives what its epoch's evaluation gave
     assert m["test_acc"] == m["history"]["test_acc"][epoch - 1]
     assert m["last_epoch_test_acc"] == m["history"]["test_acc"][-1]
+
+
+def test_optuna_search_optimises_validation_accuracy(tmp_path, mnist_dir):
+    sweep = tmp_path / "search"
+    done = train("-m", "experiment=best", "hparams_search=best_optuna", "hydra.sweeper.n_trials=2",
+                 "hydra.sweeper.n_jobs=2", "trainer.max_epochs=1", "data.n_pairs=300", "data.val_pairs=100",
+                 f"hydra.sweep.dir={sweep}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    best = (sweep / "optimization_results.yaml").read_text()
+    runs = [json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")]
+    assert len(runs) == 2
+    assert f"best_value: {max(r['val_acc'] for r in runs)}" in best

@@ -144,8 +144,7 @@ class CompareModule(pl.LightningModule):
         """Keep the epoch's figures in `history` and send them straight to the logger, per epoch.
 
         `self.log` builds a metric object per key and epoch (about 1 ms each, a third of a
-        shallow-net epoch); only `val/acc`, which checkpoint and early-stopping callbacks
-        monitor, goes through it.
+        shallow-net epoch); only the `val/*` figures that callbacks monitor go through it.
         """
         if self.trainer.sanity_checking:
             return
@@ -153,5 +152,5 @@ class CompareModule(pl.LightningModule):
             self.history[f"{stage}/{k}"].append(v)
         if self.logger is not None:
             self.logger.log_metrics({f"{stage}/{k}": v for k, v in values.items()}, step=self.current_epoch)
-        if stage == "val":
-            self.log("val/acc", values["acc"])
+        if stage == "val":  # for checkpoint/early-stopping callbacks; the logger has them already
+            self.log_dict({"val/acc": values["acc"], "val/loss": values["loss"]}, logger=False)
