@@ -43,6 +43,12 @@ def check_config(cfg: DictConfig) -> None:
         raise UserError(
             f"trainer.max_epochs={epochs!r} is not allowed: use an integer >= 1, e.g. trainer.max_epochs=50"
         )
+    monitored = [c.monitor for c in (cfg.get("callbacks") or {}).values() if c and c.get("monitor")]
+    if any(m.startswith("val/") for m in monitored) and not cfg.data.get("val_pairs"):
+        raise UserError(
+            f"callbacks monitor {monitored[0]} but data.val_pairs={cfg.data.get('val_pairs')}: "
+            "hold out validation pairs, e.g. data.val_pairs=200"
+        )
     threads = cfg.get("threads")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise UserError(f"threads={threads!r} is not allowed: use null or an integer >= 1, e.g. threads=1")
@@ -115,9 +121,7 @@ def fit(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     if trainer.interrupted:
         raise KeyboardInterrupt
     chooser = next((c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None)), None)
-    if chooser is not None:
-        if not chooser.best_model_path:
-            raise UserError(f"callbacks monitor {chooser.monitor} but no checkpoint was kept: set data.val_pairs > 0")
+    if chooser is not None:  # deliver the checkpoint chosen on validation pairs, scored on the test pairs
         trainer.test(model, datamodule=datamodule, ckpt_path=chooser.best_model_path, verbose=False)
     record: dict[str, Any] = {
         "status": "finished",
@@ -180,8 +184,9 @@ def main(cfg: DictConfig) -> float | None:
     write_json(out_dir / METRICS, record)
     (out_dir / FAILURE).unlink(missing_ok=True)
     log.info(
-        "%s: test_acc %.4f after epoch %d (best-on-test %.4f, for comparison only) in %.1f s",
-        job_label(cfg), record["test_acc"], record["epochs"], record["best_test_acc"], record["train_time_s"],
+        "%s: test_acc %.4f (%s of %d; best epoch on test %.4f, for comparison only) in %.1f s",
+        job_label(cfg), record["test_acc"], record["selection"], record["epochs"], record["best_test_acc"],
+        record["train_time_s"],
     )
     return record.get("val_acc")
 

@@ -26,6 +26,8 @@ CASES = {  # name: (arguments, what the error line must say)
     "data_dir under a file": (["data.data_dir={tmp}/file/data"], "cannot be created or written"),
     "corrupted MNIST file": (["data.data_dir={tmp}/corrupt"], "train-labels-idx1-ubyte has SHA-256"),
     "bad aux inside a sweep": (["-m", "aux=0,2"], "aux=2 is not allowed"),
+    "selection without validation pairs": (
+        ["callbacks=best_on_val"], "callbacks monitor val/loss but data.val_pairs=0: hold out validation pairs"),
 }
 
 

@@ -46,6 +46,19 @@ def conv_pipe(
     return nn.Sequential(*layers, mlp([n_flat, hidden, n_out], dropout=dropout, batch_norm=batch_norm))
 
 
+class DigitProbabilities(nn.Module):
+    """Softmax over each digit's 10 outputs of the concatenated pair (20 values)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.view(-1, 2, 10).softmax(-1).flatten(1)
+
+
+def prob_classifier(sizes: Sequence[int], dropout: float = 0.0) -> nn.Sequential:
+    """An MLP on the two digits' probabilities instead of their raw logits, whose scale varies:
+    the comparison stays learned, only its input is normalised."""
+    return nn.Sequential(DigitProbabilities(), mlp(sizes, dropout=dropout))
+
+
 class PairNet(nn.Module):
     """Two digits through the pipe(s), the two 10-way outputs concatenated into the classifier.
 
