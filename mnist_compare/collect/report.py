@@ -44,23 +44,26 @@ def write_tables(root: Path, summary: pd.DataFrame, effects: pd.DataFrame, view:
     """Write results.md/.csv/.tex, paired_effects.csv and runs.csv; return the Markdown."""
     summary.to_csv(root / "results.csv", index=False)
     effects.to_csv(root / "paired_effects.csv", index=False)
-    keep = [*labels, "seed", "test_acc", "best_test_acc", "best_epoch", "test_aux_acc", "train_acc", "n_params",
-            "epochs", "train_time_s", "job"]
+    keep = [*labels, "seed", "test_acc", "selection", "best_test_acc", "best_epoch", "test_aux_acc", "test_rule_acc",
+            "val_acc", "train_acc", "n_params", "epochs", "train_time_s", "job"]
     runs[[c for c in keep if c in runs]].sort_values([*labels, "seed"]).to_csv(root / "runs.csv", index=False)
     (root / "results.tex").write_text(
         summary.style.format(precision=4).hide(axis="index").to_latex(hrules=True)
         + "\n" + view.style.to_latex(hrules=True)
     )
+    chosen = "selection" in runs and (runs["selection"] != "last epoch").any()
+    what = ("Test accuracy of the checkpoint chosen on validation pairs (`selection` in runs.csv)" if chosen
+            else "Final-epoch test accuracy")
     text = [
         f"# Results of {root}",
         "",
-        "Final-epoch test accuracy over seeds: mean, sample std (ddof = 1), Student-t 95% CI. "
+        f"{what} over seeds: mean, sample std (ddof = 1), Student-t 95% CI. "
         "`best_epoch_on_test` is the report's figure (best epoch chosen on the test pairs): "
         "optimistic, shown only to compare with the report.",
         "",
         markdown(summary),
         "",
-        "## Table-1 view (final-epoch test accuracy, mean ± std)",
+        f"## Table-1 view ({what[0].lower() + what[1:]}, mean ± std)",
         "",
         view.to_markdown(),
         "",

@@ -45,7 +45,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
 def _job_dirs(root: Path) -> list[Path]:
     """Every folder that is a job: Hydra's `.hydra` marker, or a result or failure record."""
     marks = [*root.glob("**/.hydra"), *root.glob(f"**/{METRICS}"), *root.glob(f"**/{FAILURE}")]
-    return sorted({m.parent for m in marks if m.parent != root or (root / METRICS).exists()})
+    return sorted({m.parent for m in marks})
 
 
 def load_sweep(root: Path) -> Sweep:

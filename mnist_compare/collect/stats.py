@@ -36,8 +36,9 @@ def summarise_groups(runs: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
             "n_params": int(group["n_params"].iloc[0]),
             "train_time_s_mean": group["train_time_s"].mean(),
         })
-        if "val_acc" in group and group["val_acc"].notna().any():
-            row["val_acc_mean"] = group["val_acc"].mean()
+        for extra in ("val_acc", "test_rule_acc"):  # validation; the fixed digit rule, for reference
+            if extra in group and group[extra].notna().any():
+                row[f"{extra}_mean"] = group[extra].mean()
         rows.append(row)
     summary = pd.DataFrame(rows)
     if isinstance(runs["arch"].dtype, pd.CategoricalDtype):  # keep the report's row order
