@@ -9,7 +9,7 @@ from mnist_compare.data.augment import PairAugment
 
 def test_swap_recomputes_target_and_moves_images_with_their_classes():
     x = torch.arange(4 * 2 * 14 * 14, dtype=torch.float32).reshape(4, 2, 14, 14)
-    classes = torch.tensor([[1, 5], [7, 2], [3, 3], [9, 0]])
+    classes = torch.tensor([[1, 5], [7, 2], [3, 4], [9, 0]])
     target = (classes[:, 0] <= classes[:, 1]).long()
     aug = PairAugment(max_shift=0, max_degrees=0, swap=True)
     out_x, out_t, out_c = aug((x, target, classes), torch.Generator().manual_seed(0))

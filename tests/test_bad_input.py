@@ -13,7 +13,7 @@ from conftest import run_cli
 from mnist_compare.data import mnist
 
 CASES = {  # name: (arguments, what the error line must say)
-    "unknown arch": (["arch=lenet"], "arch=lenet is unknown: use one of conv, deep, shallow"),
+    "unknown arch": (["arch=lenet"], "arch=lenet is unknown: use one of best, conv, deep, shallow"),
     "unknown arch in a sweep": (["-m", "arch=shallow,lenet"], "arch=lenet is unknown"),
     "aux above 1": (["aux=1.5"], "aux=1.5 is not allowed: use a number from 0 to 1"),
     "aux not a number": (["aux=half"], "aux='half' is not allowed: use a number from 0 to 1"),
