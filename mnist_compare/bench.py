@@ -93,7 +93,6 @@ def raw_loop(cfg: DictConfig) -> float:
 def bench_runs(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        rows = []
         for arch in args.arch:
             cfg = compose("train", [f"arch={arch}", "ws=true", "aux=0.5", "seed=0",
                                     f"trainer.max_epochs={args.epochs}", f"threads={args.threads}"])
@@ -122,7 +121,6 @@ def bench_runs(args: argparse.Namespace) -> None:
                 line += (f"\n{'':8s} {flops / 1e12:.2f} TFLOP per run -> {achieved:.1f} GFLOP/s = "
                          f"{achieved / peak:.0%} of the fp32 peak of {args.threads} core(s) ({peak:.0f} GFLOP/s)")
             print(line, flush=True)
-            rows.append(line)
     print(f"# {args.repeats} alternating repeats, medians, {args.epochs} epochs, ws=true aux=0.5 seed=0, "
           f"{args.threads} thread(s), torch {torch.__version__}")
 
