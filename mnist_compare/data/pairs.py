@@ -9,12 +9,13 @@ import torch
 from mnist_compare.data.mnist import load_pooled
 from mnist_compare.errors import UserError
 
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # input (N, 2, 14, 14), target (N,), classes (N, 2)
 MAX_PAIRS = {"train": 30_000, "test": 5_000}  # 60,000 and 10,000 images, two per pair
 
 
 def _to_pairs(
     n_pairs: int, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> Batch:
     """Permute, take the first 2N images, pair them; target 1 iff first digit <= second."""
     index = torch.randperm(images.size(0), generator=generator)[: 2 * n_pairs].view(n_pairs, 2)
     classes = labels[index].long()

@@ -81,6 +81,7 @@ class CompareModule(pl.LightningModule):
         self.net = PairNet(partial(instantiate, pipe), instantiate(classifier), bool(weight_sharing))
         self.label_smoothing = label_smoothing
         self.history: dict[str, list[float]] = defaultdict(list)
+        self.final: dict[str, dict[str, float]] = {}  # the delivered model scored once, after training
         self._train_sums: list[torch.Tensor] = []
 
     def forward(self, x: torch.Tensor) -> Outputs:
@@ -110,12 +111,11 @@ class CompareModule(pl.LightningModule):
         self._record("train", {"loss": loss / n, "acc": correct / n, "aux_acc": digits / (2 * n)})
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int, dataloader_idx: int = 0) -> None:
-        stage = self.trainer.datamodule.eval_stages[dataloader_idx]
-        self._evaluate(stage, batch)
+        self._evaluate(self.trainer.datamodule.eval_stages[dataloader_idx], batch)
 
-    def test_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
-        # `trainer.test` runs only to score the checkpoint chosen on validation pairs
-        self._evaluate("selected", batch)
+    def test_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int, dataloader_idx: int = 0) -> None:
+        # `trainer.test` scores the delivered model once, after training (runs with validation pairs)
+        self._evaluate(self.trainer.datamodule.final_stages[dataloader_idx], batch)
 
     def _evaluate(self, stage: str, batch: tuple[torch.Tensor, ...]) -> None:
         x, target, classes = batch
@@ -138,10 +138,15 @@ class CompareModule(pl.LightningModule):
                 "loss": loss / n, "acc": correct / n, "aux_acc": digits / (2 * n), "rule_acc": rule / n
             })
 
-    on_test_epoch_end = on_validation_epoch_end
+    def on_test_epoch_end(self) -> None:
+        for stage, (loss, correct, digits, rule, n) in self._eval_sums.items():
+            self.final[stage] = {
+                "loss": loss / n, "acc": correct / n, "aux_acc": digits / (2 * n), "rule_acc": rule / n
+            }
 
     def _record(self, stage: str, values: dict[str, float]) -> None:
-        """Keep the epoch's figures in `history` and send them straight to the logger, per epoch.
+        """Keep the epoch's figures in `history` and send them straight to the logger, per epoch
+        (step = epoch counted from 1, as in metrics.json and the figures).
 
         `self.log` builds a metric object per key and epoch (about 1 ms each, a third of a
         shallow-net epoch); only the `val/*` figures that callbacks monitor go through it.
@@ -151,6 +156,6 @@ class CompareModule(pl.LightningModule):
         for k, v in values.items():
             self.history[f"{stage}/{k}"].append(v)
         if self.logger is not None:
-            self.logger.log_metrics({f"{stage}/{k}": v for k, v in values.items()}, step=self.current_epoch)
+            self.logger.log_metrics({f"{stage}/{k}": v for k, v in values.items()}, step=self.current_epoch + 1)
         if stage == "val":  # for checkpoint/early-stopping callbacks; the logger has them already
             self.log_dict({"val/acc": values["acc"], "val/loss": values["loss"]}, logger=False)

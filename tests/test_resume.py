@@ -1,0 +1,139 @@
+"""A run's identity is its resolved config: resume, duplicates, clean re-runs, code versions."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from conftest import ROOT, train
+from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+from mnist_compare.run.identity import job_dirname
+
+QUICK = ["trainer.max_epochs=1", "data.n_pairs=200", "hydra/launcher=basic"]
+
+
+def snapshot(folder):
+    return {p.relative_to(folder): (p.stat().st_mtime_ns, p.read_bytes()) for p in folder.rglob("*") if p.is_file()}
+
+
+def test_one_folder_name_per_value_spelling():
+    assert job_dirname(["aux=0", "ws=False", "seed=3"]) == job_dirname(["seed=3", "aux=0.0", "ws=false"])
+    assert job_dirname(["model.optimizer.lr=1e-3"]) == job_dirname(["model.optimizer.lr=0.001"])
+    assert job_dirname(["data.data_dir=/x", "aux=0.5"]) == "aux=0.5"  # settings that cannot change numbers
+    assert job_dirname(["threads=2"]) == "threads=2"  # can change them: part of the identity
+
+
+def test_equivalent_spellings_resume_the_finished_runs_untouched(tmp_path, mnist_dir):
+    sweep = tmp_path / "sweep"
+    first = train("-m", "aux=0,0.5", "ws=false", *QUICK, f"hydra.sweep.dir={sweep}")
+    assert first.returncode == 0, first.stderr
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert len(jobs) == 2
+    before = {job: snapshot(job) for job in jobs}
+    assert all(".hydra/config.yaml" in map(str, files) and "train.log" in map(str, files) for files in before.values())
+    # other spellings of the same values, and an explicit default (seed=0), name the same runs
+    again = train("-m", "aux=0.0,0.5", "ws=False", "seed=0", *QUICK, f"hydra.sweep.dir={sweep}")
+    assert again.returncode == 0, again.stderr
+    assert "training" not in again.stdout
+    assert again.stdout.count("skipped") == 2
+    assert sorted(p for p in sweep.iterdir() if p.is_dir()) == jobs  # no new folder
+    assert {job: snapshot(job) for job in jobs} == before  # not a byte, not a timestamp changed
+
+
+def test_a_rerun_of_an_unfinished_job_starts_its_log_clean(tmp_path, mnist_dir):
+    out = tmp_path / "run"
+    args = ["arch=shallow", "trainer.max_epochs=2", "data.n_pairs=200", f"hydra.run.dir={out}"]
+    assert train(*args).returncode == 0
+    (out / "metrics.json").unlink()  # as if killed before the end
+    (out / "failure.json").write_text("{}")
+    stale = next((out / "tb").glob("events.out.tfevents.*"))
+    done = train(*args)
+    assert done.returncode == 0, done.stderr
+    assert stale not in list((out / "tb").glob("events.out.tfevents.*"))
+    logged = EventMultiplexer({"run": str(out / "tb")}).Reload().Scalars("run", "test/acc")
+    assert [e.step for e in logged] == [1, 2]  # one attempt's curve, epochs counted from 1
+    assert not (out / "failure.json").exists()
+    assert (out / "train.log").read_text().count("training 2 epochs") == 1
+
+
+def test_resume_refuses_runs_made_by_other_code(tmp_path, mnist_dir):
+    sweep = tmp_path / "sweep"
+    args = ["-m", "seed=0,1", *QUICK, f"hydra.sweep.dir={sweep}"]
+    assert train(*args).returncode == 0
+    finished = sorted(sweep.glob("*/metrics.json"))
+    record = json.loads(finished[0].read_text())
+    record["code"]["source_hash"] = "0123456789abcdef"
+    finished[0].write_text(json.dumps(record))
+    finished[1].unlink()
+    done = train(*args)
+    assert done.returncode == 2
+    assert "finished runs made by other code" in done.stderr and "new hydra.sweep.dir" in done.stderr
+    assert not finished[1].exists()  # nothing trained
+
+
+def test_records_say_which_code_and_libraries_made_them(tmp_path, mnist_dir):
+    out = tmp_path / "run"
+    assert train("trainer=fast_dev_run", f"hydra.run.dir={out}").returncode == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert len(m["code"]["source_hash"]) == 16 and m["code"]["version"]
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=False)
+    if head.returncode == 0:
+        assert m["code"]["commit"] == head.stdout.strip() and isinstance(m["code"]["dirty"], bool)
+    assert {"python", "torch", "pytorch_lightning", "hydra-core"} <= set(m["versions"])
+    assert len(m["run_id"]) == 16 and m["threads"] == 1 and m["config"]["threads"] == 1
+
+
+def test_a_single_run_reproduces_the_sweep_job_with_the_same_settings(tmp_path, mnist_dir):
+    """Threads are 1 by default everywhere: a ConvNet's numbers depend on the thread count."""
+    sweep, single = tmp_path / "sweep", tmp_path / "single"
+    common = ["arch=conv", "ws=true", "aux=0.5", "seed=5", "trainer.max_epochs=3", "data.n_pairs=300"]
+    done = train("-m", *common, "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}")
+    assert done.returncode == 0, done.stderr
+    assert train(*common, f"hydra.run.dir={single}").returncode == 0
+    (job,) = sweep.glob("*/metrics.json")
+    a, b = json.loads(job.read_text()), json.loads((single / "metrics.json").read_text())
+    assert a["run_id"] == b["run_id"] and a["history"] == b["history"]
+
+
+def test_ctrl_c_of_a_single_run_says_what_was_kept(tmp_path, mnist_dir):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "mnist_compare.train", "arch=conv", "trainer.max_epochs=50",
+                             f"hydra.run.dir={out}"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 120
+    while not (out / "tb").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("interrupted: ") and "nothing was kept" in lines[0], err
+    assert json.loads((out / "failure.json").read_text())["status"] == "interrupted"
+    assert not (out / "metrics.json").exists()
+
+
+def test_ctrl_c_of_a_sweep_prints_the_command_that_resumes_it(tmp_path, mnist_dir):
+    sweep = tmp_path / "sweep"
+    args = ["-m", "arch=shallow", "seed=0,1,2,3,4,5,6,7", "trainer.max_epochs=4", "data.n_pairs=300",
+            f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.Popen([sys.executable, "-m", "mnist_compare.train", *args], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 120
+    while len(list(sweep.glob("*/metrics.json"))) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground process group
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("interrupted: "), err
+    assert f"hydra.sweep.dir={sweep}" in lines[0] and "of 8 runs are finished and kept" in lines[0]
+    resume = lines[0].split("resume with: ")[1].split()[3:]  # drop `python -m mnist_compare.train`
+    done = train(*resume)
+    assert done.returncode == 0, done.stderr
+    assert len(list(sweep.glob("*/metrics.json"))) == 8
