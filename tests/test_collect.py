@@ -218,6 +218,7 @@ def test_the_same_run_under_two_spellings_counts_once(tmp_path):
     assert dup["status"] == "duplicate" and dup["job"] == "arch=deep,aux=0.0,seed=1,ws=False"
     assert "arch=deep,aux=0,seed=1,ws=False (kept)" in dup["detail"]  # the first job path
     assert summarise_groups(loaded.runs, loaded.labels)["n"].tolist() == [5]
+    assert "counts once: the first in the order of the folders given, then of job paths" in collect(tmp_path)
 
 
 def test_duplicates_across_folders_and_duplicate_records(tmp_path):
@@ -377,7 +378,6 @@ def test_real_tiny_sweep(tmp_path, mnist_dir):
     done = train("-m", "arch=shallow", "ws=true,false", "aux=0,0.5", "seed=0,1", "trainer.max_epochs=2",
                  f"hydra.sweep.dir={root}")
     assert done.returncode == 0, done.stderr
-    (root / "multirun.yaml").touch()
     collected = run_cli("mnist_compare.collect", cwd=tmp_path)  # finds multirun/tiny by itself
     assert collected.returncode == 0, collected.stderr
     runs = (root / "runs.csv").read_text().splitlines()

@@ -77,13 +77,14 @@ def curves_figure(path: Path, runs: pd.DataFrame) -> None:
     for col, (name, group) in enumerate(panels):
         for ws, aux in _cells(group):
             cell = group[(group["ws"] == ws) & (group["aux"] == aux)]
-            validation = (cell["selection"] != LAST_EPOCH).any() or not all("test_acc" in h for h in cell["history"])
+            histories = [h for h in cell.get("history", []) if isinstance(h, dict)]
+            validation = (cell["selection"] != LAST_EPOCH).any() or not all("test_acc" in h for h in histories)
             stage = "val" if validation else "test"
             stages_seen.add(stage)
             label = cell_name(ws, aux) + (" (validation pairs)" if validation else "")
             color = None
             for row, key in enumerate((f"{stage}_acc", f"{stage}_loss", "train_loss")):
-                curves = [h[key] for h in cell["history"] if isinstance(h, dict) and h.get(key)]
+                curves = [h[key] for h in histories if h.get(key)]
                 if not curves:
                     continue
                 mean, low, high = _band(curves, log=key == "train_loss")

@@ -88,15 +88,18 @@ def effects_view(effects: pd.DataFrame) -> pd.DataFrame:
 
 
 def code_versions(runs: pd.DataFrame) -> str:
-    """One line naming the code each run came from (version, commit, dirty, source hash), with counts."""
-    def name(code: Any) -> str:
+    """One line naming the code each run came from (version, commit, dirty, source hash, torch), with
+    counts: runs of different code averaged together must never go unsaid."""
+    def name(code: Any, versions: Any) -> str:
+        torch = f", torch {versions.get('torch', '?')}" if isinstance(versions, dict) else ""
         if not isinstance(code, dict):
-            return "no code record"
+            return "no code record" + torch
         commit = str(code.get("commit") or "?")[:10] + (" (dirty)" if code.get("dirty") else "")
         source = str(code.get("source_hash") or "?")[:10]
-        return f"{code.get('version', '?')} commit {commit} source {source}"
+        return f"{code.get('version', '?')} commit {commit} source {source}{torch}"
 
-    counts = Counter(name(c) for c in (runs["code"] if "code" in runs else [None] * len(runs)))
+    none = [None] * len(runs)
+    counts = Counter(name(c, v) for c, v in zip(runs.get("code", none), runs.get("versions", none), strict=True))
     listed = "; ".join(f"{k}: {v} run{'s' * (v > 1)}" for k, v in counts.most_common())
     if len(counts) == 1:
         return f"Code: {listed}."
@@ -158,6 +161,10 @@ def write_tables(out: Path, sweep: Sweep, summary: pd.DataFrame, effects: pd.Dat
     if not sweep.problems.empty:
         left = sweep.problems if len(sweep.roots) > 1 else sweep.problems.drop(columns="sweep")
         text += ["", f"## Runs left out ({len(left)})", "", left.to_markdown(index=False, disable_numparse=True)]
+        if (left["status"] == "duplicate").any():
+            text += ["", "A run found more than once (equal run_id, or equal config, seed included) counts once: "
+                     "the first in the order of the folders given, then of job paths; the others are listed "
+                     "here. A `duplicate.json` marks a launch that found its run finished elsewhere."]
     md = "\n".join(text) + "\n"
     (out / "results.md").write_text(md)
     return md

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from mnist_compare.errors import UserError
@@ -35,11 +36,6 @@ class Sweep:
     runs: pd.DataFrame  # one row per kept finished run: labels, figures, history, group, context, pair
     problems: pd.DataFrame  # sweep, job, status, detail: runs kept out of every mean
     labels: list[str]  # arch, ws, aux, then every setting that tells groups apart
-
-    @property
-    def context(self) -> list[str]:
-        """The labels that define a row of Table 1: all but the (ws, aux) cell."""
-        return [c for c in self.labels if c not in ("ws", "aux")]
 
 
 def newest_sweep(base: Path = Path("multirun")) -> Path:
@@ -80,6 +76,8 @@ def canonical(flat: dict[str, Any]) -> str:
 
 def show(value: Any) -> str:
     """A config value as it is spelled on the command line: true, null, 0.001, 50, [196, 500, 10]."""
+    if isinstance(value, np.generic):  # a numpy scalar out of a DataFrame
+        value = value.item()
     if isinstance(value, bool) or value is None:
         return json.dumps(value)
     if isinstance(value, int | float):

@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from mnist_compare.collect.runs import LAST_EPOCH, cell_name, show
+from mnist_compare.collect.runs import LAST_EPOCH, UNSET, cell_name, show
 
 REFERENCE = Path(__file__).with_name("report_2019.csv")
 # The report's training protocol (shared/reference/protocol.md) as flattened config keys; a group
@@ -36,7 +36,7 @@ def reference() -> pd.DataFrame:
 
 def _differences(flat: dict[str, Any], n_params: Any, selection: str, ref_params: int) -> list[str]:
     """How a group's settings depart from the report's protocol (empty: it is the protocol)."""
-    out = [f"{k}={show(flat[k]) if k in flat else '(unset)'} (report: {show(v)})"
+    out = [f"{k}={show(flat[k]) if k in flat else UNSET} (report: {show(v)})"
            for k, v in PROTOCOL.items() if k not in flat or show(flat[k]) != show(v)]
     if selection != LAST_EPOCH:
         out.append(f"selection={selection} (report: a test-pair epoch)")
