@@ -147,7 +147,7 @@ def paired_effects(runs: pd.DataFrame, labels: list[str]) -> tuple[pd.DataFrame,
         if len(cells[base]) < 2:
             notes.append(f"{name}: the baseline ({cell_name(*base)}) has only {len(cells[base])} seed: no paired test")
             continue
-        for cell in sorted(c for c in cells if c != base):
+        for cell in sorted((c for c in cells if c != base), key=lambda c: (c[1], c[0])):  # Table-1 order
             common = cells[base].index.intersection(cells[cell].index)
             if len(common) < 2:
                 notes.append(f"{name}, {cell_name(*cell)}: {len(common)} seed(s) in common with the baseline "
