@@ -46,6 +46,7 @@ def fake_run(root: Path, arch: str, ws: bool, aux: float, seed: int, acc: float,
     """A job folder with a metrics.json as the training side writes it; `overrides` are dotted config
     keys (`**{"model.optimizer.lr": 0.01}`); `old`: a record from before run_id, code and selection."""
     config = protocol_config(arch, ws, aux, seed)
+    config["model"]["pipe"] = config["arch"]["pipe"]  # the interpolation ${arch.pipe}
     for dotted, value in overrides.items():
         *parents, leaf = dotted.split(".")
         node = config
@@ -206,6 +207,19 @@ def test_other_swept_settings_form_their_own_rows(tmp_path):
     assert "| arch=conv model.optimizer.lr=0.01 | 0.9000 (no variance) | 0.9200 ± 0.0100 |" in md
     assert "arch=conv model.optimizer.lr=0.001: no baseline cell" in md
     assert "| conv | true | 0.5 | 0.001 | 3 | 0.9110 | 0.0100 |" in md  # as written, not re-parsed
+
+
+def test_a_setting_that_differs_with_the_architecture_is_shown(tmp_path):
+    for seed in range(2):
+        fake_run(tmp_path, "shallow", False, 0.0, seed, 0.8, **{"model.optimizer.lr": 0.001})
+        fake_run(tmp_path, "deep", False, 0.0, seed, 0.8, **{"model.optimizer.lr": 0.01})
+        fake_run(tmp_path, "deep", False, 0.0, seed, 0.8, **{"model.optimizer.lr": 0.01, "arch.pipe.sizes": [196, 9]})
+    loaded = load_sweep(tmp_path)  # not model.pipe.sizes: a copy of arch.pipe.sizes, which shows
+    assert loaded.labels == ["arch", "ws", "aux", "arch.pipe.sizes", "model.optimizer.lr"]
+    assert loaded.runs["context"].unique().tolist() == [
+        "arch=shallow arch.pipe.sizes=[196, 500, 10] model.optimizer.lr=0.001",
+        "arch=deep arch.pipe.sizes=[196, 300, 10] model.optimizer.lr=0.01",
+        "arch=deep arch.pipe.sizes=[196, 9] model.optimizer.lr=0.01"]
 
 
 def test_the_same_run_under_two_spellings_counts_once(tmp_path):

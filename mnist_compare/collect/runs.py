@@ -200,17 +200,22 @@ def load_sweep(root: Path) -> Sweep:
 
 
 def _labels(runs: pd.DataFrame) -> list[str]:
-    """arch, ws, aux, then every flattened config key that takes two values (unset counting as one)
-    among the groups of one architecture: what a reader needs to tell groups apart, without the
-    keys that an architecture fixes (its layer sizes). Adds the label columns to `runs`."""
+    """arch, ws, aux, then every flattened config key whose value (unset counting as one) differs
+    between groups: what a reader needs to tell groups apart. Hidden: the architecture's own keys
+    (`arch.*` and their copies such as `model.pipe.*`) unless they differ within one architecture,
+    and the copies of ws and aux. Adds the label columns to `runs`."""
     flats = list(runs["flat"])
     keys = sorted(set().union(*flats) - set(SEED_KEYS) - {"ws", "aux"})
     values = {k: [show(f[k]) if k in f else UNSET for f in flats] for k in keys}
     aliased = {k for k, src in ALIASES.items()
                if k in values and values[k] == [show(f.get(src, UNSET)) for f in flats]}
+    own = {k for k in keys if k.startswith("arch.")}
+    of_arch = {tuple(values[k]) for k in own}
+    aliased |= {k for k in keys if k not in own and tuple(values[k]) in of_arch}
     table = pd.DataFrame({"arch": runs["arch"].astype(object), "group_id": runs["group_id"], **values})
     groups = table.drop_duplicates("group_id")
-    extra = [k for k in keys if k not in aliased and (groups.groupby("arch")[k].nunique() > 1).any()]
+    extra = [k for k in keys if k not in aliased and (
+        (groups.groupby("arch")[k].nunique() > 1).any() if k in own else groups[k].nunique() > 1)]
     shown = groups[["arch", *extra]].assign(ws=runs["ws"], aux=runs["aux"])
     if len(shown.drop_duplicates()) < len(groups):  # an alias overridden by hand: show everything that differs
         extra = [k for k in keys if groups[k].nunique() > 1]
