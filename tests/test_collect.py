@@ -2,32 +2,83 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
+import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import run_cli, train
-from scipy import stats
+from scipy import special, stats
+from statsmodels.stats.multitest import multipletests
 
-from mnist_compare.collect.__main__ import collect
-from mnist_compare.collect.runs import load_sweep
-from mnist_compare.collect.stats import holm, paired_effects, summarise_groups
+from mnist_compare.collect.__main__ import collect, main
+from mnist_compare.collect.runs import load_sweep, load_sweeps, newest_sweep
+from mnist_compare.collect.stats import paired_effects, summarise_groups
+from mnist_compare.errors import UserError
 
 T_975_4 = 2.7764451051977987  # Student t quantile, 4 degrees of freedom
+PARAMS = {("shallow", False): 208172, ("shallow", True): 104662, ("deep", False): 199942, ("deep", True): 100712,
+          ("conv", False): 136206, ("conv", True): 68472}
 
 
-def fake_run(root: Path, arch: str, ws: bool, aux: float, seed: int, acc: float, epochs: int = 3, **config) -> None:
-    job = root / f"arch={arch},aux={aux},seed={seed},ws={ws}{''.join(f',{k}={v}' for k, v in config.items())}"
-    (job / ".hydra").mkdir(parents=True)
-    history = {"test_acc": [acc - 0.1, acc + 0.01, acc][:epochs], "train_loss": [0.9, 0.5, 0.3][:epochs]}
-    (job / "metrics.json").write_text(json.dumps({
-        "status": "finished", "arch": arch, "ws": ws, "aux": aux, "seed": seed, "n_params": 1000 + ws,
-        "max_epochs": 3, "epochs": epochs, "test_acc": acc, "best_test_acc": acc + 0.01, "best_epoch": 2,
-        "test_aux_acc": 0.9, "train_acc": 0.99, "train_time_s": 2.0, "history": history,
-        "config": {"arch": {"name": arch}, "ws": ws, "aux": aux, "seed": seed, "data": {"seed": seed}, **config},
-    }))
+def protocol_config(arch: str, ws: bool, aux: float, seed: int) -> dict[str, Any]:
+    """The resolved config of a run of the report's protocol, as the training side records it."""
+    return {
+        "arch": {"name": arch, "pipe": {"sizes": [196, 500, 10] if arch == "shallow" else [196, 300, 10]}},
+        "ws": ws, "aux": aux, "seed": seed,
+        "data": {"n_pairs": 1000, "seed": seed, "batch_size": 100, "shuffle": False, "normalize": False,
+                 "val_pairs": 0, "augment": None},
+        "model": {"weight_sharing": ws, "aux_loss_weight": aux, "scheduler": None, "label_smoothing": 0.0,
+                  "optimizer": {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.001}},
+        "trainer": {"max_epochs": 50},
+    }
+
+
+def fake_run(root: Path, arch: str, ws: bool, aux: float, seed: int, acc: float, epochs: int = 3, *,
+             selection: str = "last epoch", old: bool = False, code: str = "abc", job: str | None = None,
+             **overrides: Any) -> Path:
+    """A job folder with a metrics.json as the training side writes it; `overrides` are dotted config
+    keys (`**{"model.optimizer.lr": 0.01}`); `old`: a record from before run_id, code and selection."""
+    config = protocol_config(arch, ws, aux, seed)
+    config["model"]["pipe"] = config["arch"]["pipe"]  # the interpolation ${arch.pipe}
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        node = config
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    name = job or f"arch={arch},aux={aux},seed={seed},ws={ws}{''.join(f',{k}={v}' for k, v in overrides.items())}"
+    (root / name / ".hydra").mkdir(parents=True)
+    chosen = selection != "last epoch"
+    record: dict[str, Any] = {
+        "status": "finished", "arch": arch, "ws": ws, "aux": aux, "seed": seed,
+        "n_params": PARAMS.get((arch, ws), 1000 + ws), "max_epochs": 3, "epochs": epochs,
+        "test_acc": acc, "test_loss": 0.4, "test_aux_acc": 0.9, "test_rule_acc": 0.95, "train_acc": 0.99,
+        "train_loss": 0.3, "train_time_s": 2.0, "config": config, "overrides": [],
+        "run_id": hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16],
+        "selection": selection, "delivered_epoch": 2 if chosen else epochs,
+        "code": {"version": "0.1.0", "commit": code * 3, "dirty": False, "source_hash": code * 4},
+        "versions": {"torch": "2.14.1", "pytorch_lightning": "2.6.0", "hydra": "1.3.2"},
+    }
+    stage = "val" if chosen else "test"
+    record["history"] = {f"{stage}_acc": [acc - 0.1, acc + 0.01, acc][:epochs],
+                         f"{stage}_loss": [0.7, 0.5, 0.4][:epochs], "train_loss": [0.9, 0.5, 0.3][:epochs],
+                         "train_acc": [0.7, 0.9, 0.99][:epochs]}
+    if chosen:
+        record["val_acc"] = acc + 0.005
+    else:
+        record["best_test_acc"], record["best_epoch"] = acc + 0.01, 2
+    if old:
+        for key in ("run_id", "code", "versions", "selection", "delivered_epoch", "status"):
+            record.pop(key)
+    (root / name / "metrics.json").write_text(json.dumps(record))
+    return root / name
 
 
 BASE = [0.80, 0.82, 0.81, 0.79, 0.83]
@@ -36,16 +87,21 @@ GAIN = [0.03, 0.01, 0.02, 0.04, 0.02]
 
 @pytest.fixture
 def sweep(tmp_path):
+    root = tmp_path / "multirun" / "s1"
     for seed, (base, gain) in enumerate(zip(BASE, GAIN, strict=True)):
-        fake_run(tmp_path, "deep", False, 0.0, seed, base)
-        fake_run(tmp_path, "deep", True, 0.5, seed, base + gain)
-    fake_run(tmp_path, "deep", True, 0.5, 7, 0.2, epochs=2)  # stopped after 2 of 3 epochs
-    (tmp_path / "arch=deep,aux=0.5,seed=8,ws=True" / ".hydra").mkdir(parents=True)  # killed job
-    failed = tmp_path / "arch=deep,aux=0.5,seed=9,ws=True"
-    (failed / ".hydra").mkdir(parents=True)
-    (failed / "failure.json").write_text(json.dumps({"status": "failed", "error": "FloatingPointError: nan"}))
-    (tmp_path / "multirun.yaml").write_text("")
-    return tmp_path
+        fake_run(root, "deep", False, 0.0, seed, base)
+        fake_run(root, "deep", True, 0.5, seed, base + gain)
+    fake_run(root, "deep", True, 0.5, 7, 0.2, epochs=2)  # stopped after 2 of 3 epochs
+    (root / "arch=deep,aux=0.5,seed=8,ws=True" / ".hydra").mkdir(parents=True)  # killed job
+    for seed, status in ((9, "failed"), (10, "timeout")):
+        failed = root / f"arch=deep,aux=0.5,seed={seed},ws=True"
+        (failed / ".hydra").mkdir(parents=True)
+        (failed / "failure.json").write_text(json.dumps({"status": status, "error": "FloatingPointError: nan"}))
+    nan_run = fake_run(root, "deep", True, 0.5, 11, 0.5)
+    record = json.loads((nan_run / "metrics.json").read_text())
+    (nan_run / "metrics.json").write_text(json.dumps({**record, "test_acc": float("nan")}))
+    (root / "multirun.yaml").write_text("")
+    return root
 
 
 def test_groups_means_stds_and_intervals(sweep):
@@ -54,58 +110,281 @@ def test_groups_means_stds_and_intervals(sweep):
     base = summary.loc[(False, 0.0)]
     assert base["n"] == 5
     assert base["test_acc_mean"] == pytest.approx(0.81)
-    sd = math.sqrt(sum((a - 0.81) ** 2 for a in BASE) / 4)  # ddof = 1
-    assert base["test_acc_std"] == pytest.approx(sd)
-    assert base["ci95_low"] == pytest.approx(0.81 - T_975_4 * sd / math.sqrt(5))
-    assert base["ci95_high"] == pytest.approx(0.81 + T_975_4 * sd / math.sqrt(5))
+    assert base["test_acc_std"] == pytest.approx(math.sqrt(sum((a - 0.81) ** 2 for a in BASE) / 4))  # ddof = 1
+    logits = special.logit(BASE)  # the interval: Student-t on the logit scale, back-transformed
+    half = T_975_4 * logits.std(ddof=1) / math.sqrt(5)
+    assert base["ci95_low"] == pytest.approx(special.expit(logits.mean() - half))
+    assert base["ci95_high"] == pytest.approx(special.expit(logits.mean() + half))
+    assert base["ci95_low"] == pytest.approx(0.81 - T_975_4 * np.std(BASE, ddof=1) / math.sqrt(5), abs=1e-3)
     assert base["best_epoch_on_test_mean"] == pytest.approx(0.82)
+    assert base["delivered"] == "last-epoch test accuracy"
     assert summary.loc[(True, 0.5)]["test_acc_mean"] == pytest.approx(0.81 + np.mean(GAIN))  # bad runs left out
 
 
-def test_failed_missing_and_incomplete_runs_are_listed_not_averaged(sweep):
+def test_failed_missing_incomplete_and_nan_runs_are_listed_not_averaged(sweep):
     problems = load_sweep(sweep).problems.set_index("job")
     assert problems.loc["arch=deep,aux=0.5,seed=7,ws=True", "status"] == "incomplete"
     assert problems.loc["arch=deep,aux=0.5,seed=8,ws=True", "status"] == "missing"
     assert problems.loc["arch=deep,aux=0.5,seed=9,ws=True", "status"] == "failed"
+    assert problems.loc["arch=deep,aux=0.5,seed=10,ws=True", "status"] == "timeout"  # as written
     assert "FloatingPointError" in problems.loc["arch=deep,aux=0.5,seed=9,ws=True", "detail"]
+    assert problems.loc["arch=deep,aux=0.5,seed=11,ws=True", "status"] == "invalid"  # test_acc NaN
 
 
 def test_paired_effect_matches_a_hand_computed_t_test(sweep):
     loaded = load_sweep(sweep)
-    (row,) = paired_effects(loaded.runs, loaded.labels).to_dict("records")
+    effects, notes = paired_effects(loaded.runs, loaded.labels)
+    (row,) = effects.to_dict("records")
     diff = np.array(GAIN)
     sd = diff.std(ddof=1)
     t = diff.mean() / (sd / math.sqrt(5))
-    assert row["effect"] == "WS + aux 0.5" and row["n_pairs"] == 5
+    assert row["effect"] == "WS + aux 0.5" and row["n_pairs"] == 5 and not notes
     assert row["mean_diff"] == pytest.approx(0.024)
     assert row["ci95_low"] == pytest.approx(0.024 - T_975_4 * sd / math.sqrt(5))
     assert row["p_ttest"] == pytest.approx(2 * stats.t.sf(t, 4))
-    assert row["p_ttest"] < 0.05 and row["holds"] == "yes: gain"
+    assert row["p_holm"] == row["p_ttest"] and row["verdict"] == "gain (Holm p < 0.05)"
 
 
-def test_holm_adjustment():
-    assert holm(np.array([0.01, 0.04, 0.03])).tolist() == pytest.approx([0.03, 0.06, 0.06])
+def _family(root: Path, odd: list[float]) -> dict[str, dict]:
+    """Baseline, two clearly better cells, and a cell `odd` (per seed) in one Holm family."""
+    for seed, base in enumerate(BASE):
+        fake_run(root, "deep", False, 0.0, seed, base)
+        fake_run(root, "deep", True, 0.0, seed, base + GAIN[seed])
+        fake_run(root, "deep", True, 0.5, seed, base + 2 * GAIN[seed] + 0.01 * (seed % 2))
+        fake_run(root, "deep", False, 0.5, seed, odd[seed])
+    loaded = load_sweep(root)
+    effects, _ = paired_effects(loaded.runs, loaded.labels)
+    return {r["effect"]: r for r in effects.to_dict("records")}
 
 
-def test_other_swept_settings_form_their_own_groups(tmp_path):
+def test_a_cell_identical_to_its_baseline_is_never_significant(tmp_path):
+    rows = _family(tmp_path, BASE)
+    same = rows["aux 0.5"]
+    assert same["verdict"] == "no variance: every seed differs by +0.0000; no test, not significant"
+    assert math.isnan(same["p_ttest"]) and math.isnan(same["p_holm"]) and math.isnan(same["ci95_low"])
+    # the untested cell counts as p = 1 in the family: the others get Holm over three comparisons
+    tested = [rows["WS"]["p_ttest"], rows["WS + aux 0.5"]["p_ttest"], 1.0]
+    adjusted = multipletests(tested, method="holm")[1]
+    assert rows["WS"]["p_holm"] == pytest.approx(adjusted[0])
+    assert rows["WS + aux 0.5"]["p_holm"] == pytest.approx(adjusted[1])
+    assert rows["WS"]["verdict"] == "gain (Holm p < 0.05)"
+
+
+def test_a_constant_shift_has_no_test_not_p_zero(tmp_path):
+    rows = _family(tmp_path, [b + 0.02 for b in BASE])  # 0.82 - 0.80 != 0.83 - 0.81 in floating point
+    shift = rows["aux 0.5"]
+    assert shift["verdict"] == "no variance: every seed differs by +0.0200; no test, not significant"
+    assert math.isnan(shift["p_ttest"]) and math.isnan(shift["p_holm"])
+    assert rows["WS + aux 0.5"]["verdict"] == "gain (Holm p < 0.05)"
+
+
+def test_a_key_set_in_some_runs_only_splits_groups(tmp_path):
     for seed in range(3):
-        for lr in (0.001, 0.01):
-            fake_run(tmp_path, "conv", True, 0.5, seed, 0.9 + lr + seed / 100, model={"lr": lr})
+        fake_run(tmp_path, "conv", False, 0.0, seed, 0.80 + seed / 100, **{"model.optimizer._target_": "SGD"})
+        fake_run(tmp_path, "conv", False, 0.0, seed, 0.85 + seed / 100,
+                 **{"model.optimizer._target_": "SGD", "model.optimizer.momentum": 0.9})
     loaded = load_sweep(tmp_path)
-    assert "model.lr" in loaded.labels
+    assert loaded.labels == ["arch", "ws", "aux", "model.optimizer.momentum"]
     summary = summarise_groups(loaded.runs, loaded.labels)
-    assert sorted(summary["test_acc_mean"].round(4)) == [0.911, 0.92]
+    assert list(summary["model.optimizer.momentum"]) == ["0.9", "(unset)"]
+    assert list(summary["test_acc_mean"].round(4)) == [0.86, 0.81]
+    assert list(summary["context"]) == ["arch=conv model.optimizer.momentum=0.9",
+                                        "arch=conv model.optimizer.momentum=(unset)"]
 
 
-def test_outputs_written_and_default_is_newest_sweep(sweep, tmp_path, monkeypatch):
+def test_other_swept_settings_form_their_own_rows(tmp_path):
+    for seed in range(3):
+        for lr in (0.01, 0.001):
+            fake_run(tmp_path, "conv", True, 0.5, seed, 0.9 + lr + seed / 100, **{"model.optimizer.lr": lr})
+        fake_run(tmp_path, "conv", False, 0.0, seed, 0.9, **{"model.optimizer.lr": 0.01})
+    loaded = load_sweep(tmp_path)
+    assert loaded.labels == ["arch", "ws", "aux", "model.optimizer.lr"]  # not arch.pipe.sizes: arch fixes it
+    summary = summarise_groups(loaded.runs, loaded.labels)
+    assert list(summary["test_acc_mean"].round(4)) == [0.911, 0.9, 0.92]  # numeric order of lr
+    md = collect(tmp_path)
+    md = re.sub(" +", " ", md)
+    assert "| arch=conv model.optimizer.lr=0.001 | — | 0.9110 ± 0.0100 |" in md  # key=value rows
+    assert "| arch=conv model.optimizer.lr=0.01 | 0.9000 (no variance) | 0.9200 ± 0.0100 |" in md
+    assert "arch=conv model.optimizer.lr=0.001: no baseline cell" in md
+    assert "| conv | true | 0.5 | 0.001 | 3 | 0.9110 | 0.0100 |" in md  # as written, not re-parsed
+
+
+def test_a_setting_that_differs_with_the_architecture_is_shown(tmp_path):
+    for seed in range(2):
+        fake_run(tmp_path, "shallow", False, 0.0, seed, 0.8, **{"model.optimizer.lr": 0.001})
+        fake_run(tmp_path, "deep", False, 0.0, seed, 0.8, **{"model.optimizer.lr": 0.01})
+        fake_run(tmp_path, "deep", False, 0.0, seed, 0.8, **{"model.optimizer.lr": 0.01, "arch.pipe.sizes": [196, 9]})
+    loaded = load_sweep(tmp_path)  # not model.pipe.sizes: a copy of arch.pipe.sizes, which shows
+    assert loaded.labels == ["arch", "ws", "aux", "arch.pipe.sizes", "model.optimizer.lr"]
+    assert loaded.runs["context"].unique().tolist() == [
+        "arch=shallow arch.pipe.sizes=[196, 500, 10] model.optimizer.lr=0.001",
+        "arch=deep arch.pipe.sizes=[196, 300, 10] model.optimizer.lr=0.01",
+        "arch=deep arch.pipe.sizes=[196, 9] model.optimizer.lr=0.01"]
+
+
+def test_the_same_run_under_two_spellings_counts_once(tmp_path):
+    for seed, acc in enumerate(BASE):
+        fake_run(tmp_path, "deep", False, 0.0, seed, acc)
+    fake_run(tmp_path, "deep", False, 0, 1, 0.82, job="arch=deep,aux=0,seed=1,ws=False")  # aux=0, not 0.0
+    loaded = load_sweep(tmp_path)
+    assert len(loaded.runs) == 5
+    (dup,) = loaded.problems.to_dict("records")
+    assert dup["status"] == "duplicate" and dup["job"] == "arch=deep,aux=0.0,seed=1,ws=False"
+    assert "arch=deep,aux=0,seed=1,ws=False (kept)" in dup["detail"]  # the first job path
+    assert summarise_groups(loaded.runs, loaded.labels)["n"].tolist() == [5]
+    assert "counts once: the first in the order of the folders given, then of job paths" in collect(tmp_path)
+
+
+def test_duplicates_across_folders_and_duplicate_records(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for seed, acc in enumerate(BASE):
+        fake_run(a, "shallow", False, 0.0, seed, acc)
+    fake_run(b, "shallow", False, 0.0, 0, 0.5)  # the same run again, another result: kept once, the first
+    marked = b / "arch=shallow,aux=0.0,seed=1,ws=False"
+    (marked / ".hydra").mkdir(parents=True)
+    (marked / "duplicate.json").write_text(json.dumps({"status": "duplicate", "of": "a/arch=..seed=1"}))
+    loaded = load_sweeps([a, b])
+    assert loaded.runs["test_acc"].tolist() == BASE
+    problems = loaded.problems.set_index("job")
+    assert problems["status"].tolist() == ["duplicate", "duplicate"]
+    assert "DIFFERENT" in problems.loc["arch=shallow,aux=0.0,seed=0,ws=False", "detail"]
+    assert "a/arch=..seed=1" in problems.loc["arch=shallow,aux=0.0,seed=1,ws=False", "detail"]
+
+
+def test_old_records_without_run_id_are_identified_by_config(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for seed, acc in enumerate(BASE[:3]):
+        fake_run(a, "deep", False, 0.0, seed, acc, old=True)
+        fake_run(b, "deep", False, 0.0, seed, acc, old=True)
+    loaded = load_sweeps([a, b])
+    assert len(loaded.runs) == 3 and set(loaded.runs["sweep"]) == {str(a)}
+    assert (loaded.problems["status"] == "duplicate").sum() == 3
+    assert set(loaded.runs["delivered"]) == {"last-epoch test accuracy"}  # no selection: the last epoch
+
+
+def test_several_folders_pair_across_sweeps(tmp_path):
+    base, variant, out = tmp_path / "base", tmp_path / "variant", tmp_path / "out"
+    for seed, (acc, gain) in enumerate(zip(BASE, GAIN, strict=True)):
+        fake_run(base, "deep", False, 0.0, seed, acc)
+        fake_run(variant, "deep", True, 0.0, seed, acc + gain, code="def")
+    assert main([str(base), str(variant), "--out", str(out)]) == 0
+    runs = (out / "runs.csv").read_text().splitlines()
+    assert runs[0].startswith("sweep,") and len(runs) == 11 and sum(str(variant) in r for r in runs) == 5
+    (effect,) = pd.read_csv(out / "paired_effects.csv").to_dict("records")  # paired by seed across folders
+    assert effect["effect"] == "WS" and effect["n_pairs"] == 5 and effect["mean_diff"] == pytest.approx(0.024)
+    md = (out / "results.md").read_text()
+    assert "**The runs come from 2 code versions**" in md and ": 5 runs; " in md
+    assert not (base / "results.md").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["{a}", "{b}"], "2 sweep folders: say where the tables go with --out DIR"),
+    (["{a}", "{tmp}/nowhere", "--out", "{tmp}/o"], "nowhere is not a directory"),
+    (["{a}", "{tmp}/empty", "--out", "{tmp}/o"], "empty holds no runs"),
+    (["{a}", "{a}", "--out", "{tmp}/o"], "is the same folder as"),
+])
+def test_bad_folders_are_one_line_errors(tmp_path, capsys, args, message):
+    a, b = tmp_path / "a", tmp_path / "b"
+    fake_run(a, "deep", False, 0.0, 0, 0.8)
+    fake_run(b, "deep", False, 0.0, 1, 0.8)
+    (tmp_path / "empty").mkdir()
+    assert main([x.format(a=a, b=b, tmp=tmp_path) for x in args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_the_default_is_the_newest_sweep(tmp_path, monkeypatch):
+    old, new = tmp_path / "multirun" / "2024-01-02" / "10-00-00", tmp_path / "multirun" / "2024-01-01" / "09-00-00"
+    for root, when in ((old, 1_000_000), (new, 2_000_000)):  # the newer one sorts first by name
+        fake_run(root, "deep", False, 0.0, 0, 0.8)
+        (root / "multirun.yaml").write_text("")
+        os.utime(root / "multirun.yaml", (when, when))
+    monkeypatch.chdir(tmp_path)
+    assert newest_sweep() == Path("multirun/2024-01-01/09-00-00")
+    assert main([]) == 0 and (new / "results.md").exists() and not (old / "results.md").exists()
+    with pytest.raises(UserError, match="no sweep found under elsewhere/"):
+        newest_sweep(Path("elsewhere"))
+
+
+def test_intervals_stay_within_accuracy_bounds(tmp_path):
+    for seed, acc in enumerate([0.999, 0.990, 0.998]):
+        fake_run(tmp_path, "best", True, 0.5, seed, acc)
+    for seed in range(2):
+        fake_run(tmp_path, "best", False, 0.5, seed, 0.97 + seed / 100)
+    for seed in range(3):
+        fake_run(tmp_path, "best", True, 0.0, seed, 0.9)
+    loaded = load_sweep(tmp_path)
+    summary = summarise_groups(loaded.runs, loaded.labels).set_index(["ws", "aux"])
+    near_one = summary.loc[(True, 0.5)]
+    assert 0 < near_one["ci95_low"] < near_one["test_acc_mean"] < near_one["ci95_high"] < 1
+    assert near_one["note"] == ""
+    assert math.isnan(summary.loc[(False, 0.5), "ci95_low"])
+    assert summary.loc[(False, 0.5), "note"] == "n = 2 < 3 seeds: no interval"
+    assert math.isnan(summary.loc[(True, 0.0), "ci95_high"])
+    assert summary.loc[(True, 0.0), "note"] == "no variance: every seed gives 0.9000; no interval"
+
+
+def test_empty_paired_table_says_why(tmp_path):
+    fake_run(tmp_path, "shallow", False, 0.0, 0, 0.8)  # baseline with one seed
+    fake_run(tmp_path, "shallow", True, 0.0, 0, 0.82)
+    for seed in range(3):
+        fake_run(tmp_path, "deep", False, 0.0, seed, 0.8)
+        fake_run(tmp_path, "deep", True, 0.0, seed + 5, 0.82)  # other seeds: nothing to pair
+    loaded = load_sweep(tmp_path)
+    effects, notes = paired_effects(loaded.runs, loaded.labels)
+    assert effects.empty
+    assert notes == ["shallow: the baseline (WS off, aux off) has only 1 seed: no paired test",
+                     "deep, WS on, aux off: 0 seed(s) in common with the baseline (fewer than 2): no paired test"]
+
+
+def test_validation_selected_runs_are_said_so(tmp_path):
+    for seed, acc in enumerate(BASE):
+        fake_run(tmp_path, "conv", True, 0.5, seed, acc, selection="checkpoint with min val/loss",
+                 **{"callbacks.monitor": "val/loss", "data.val_pairs": 200})
+        fake_run(tmp_path, "conv", True, 0.5, seed, acc + 0.01)
+    md = collect(tmp_path)
+    loaded = load_sweep(tmp_path)
+    summary = summarise_groups(loaded.runs, loaded.labels).set_index("callbacks.monitor")
+    assert summary.loc["val/loss", "delivered"] == "test accuracy of the checkpoint chosen on validation pairs"
+    assert math.isnan(summary.loc["val/loss", "best_epoch_on_test_mean"])
+    assert summary.loc["(unset)", "best_epoch_on_test_mean"] == pytest.approx(0.83)
+    assert "differs by group: see `delivered`" in md and "final-epoch" not in md.lower() and "nan" not in md
+    assert "vs_report.md" in md  # the protocol group is still compared with the report
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
+
+
+def test_report_comparison_written_from_protocol_cells(tmp_path):
+    for seed in range(10):
+        for arch in ("shallow", "conv"):
+            fake_run(tmp_path, arch, False, 0.0, seed, 0.82 + (seed % 2) / 100)
+        fake_run(tmp_path, "conv", True, 0.5, seed, 0.9, **{"trainer.max_epochs": 20})  # not the protocol
+    collect(tmp_path)
+    table = pd.read_csv(tmp_path / "vs_report.csv")
+    assert table["arch"].tolist() == ["shallow", "conv"] and set(table["cell"]) == {"WS off, aux off"}
+    row = table.iloc[0]
+    assert (row["report_mean"], row["report_std"], row["n"], row["last_epoch_mean"]) == (0.8205, 0.0149, 10, 0.825)
+    assert row["best_epoch_on_test_mean"] == pytest.approx(0.835)
+    se = math.sqrt(0.0149**2 / 10 + np.std([0.82, 0.83] * 5, ddof=1) ** 2 / 10)
+    assert row["diff_over_se"] == pytest.approx((0.825 - 0.8205) / se)
+    md = (tmp_path / "vs_report.md").read_text()
+    assert "EE-559 mini-project report 2019, Table 1" in md and "best epoch on test (report's method" in md
+
+    only_other = tmp_path / "other"
+    fake_run(only_other, "shallow", False, 0.0, 0, 0.8, **{"trainer.max_epochs": 2})
+    assert "None: no group runs the report's protocol: shallow WS off, aux off: trainer.max_epochs=2 " \
+           "(report: 50)" in collect(only_other)
+    assert not (only_other / "vs_report.md").exists()
+
+
+def test_outputs_are_written_and_readable(sweep):
     md = collect(sweep)
     for name in ("results.md", "results.csv", "results.tex", "paired_effects.csv", "runs.csv", "curves.png",
                  "table1.png"):
         assert (sweep / name).stat().st_size > 0, name
-    assert "WS off, aux off" in md and "best_epoch_on_test" in md and "incomplete" in md
-    monkeypatch.chdir(sweep.parent)
-    done = run_cli("mnist_compare.collect", cwd=sweep.parent)
-    assert done.returncode == 2 and "no sweep found under multirun/" in done.stderr
+    assert "WS off, aux off" in md and "best epoch on test (report's method, optimistic)" in md
+    assert "| deep   | false |" in md and "incomplete" in md and "timeout" in md
+    assert "Last-epoch test accuracy over seeds" in md and "Code: 0.1.0 commit abcabcabc source abcabcabca" in md
+    assert "nan" not in md.replace("FloatingPointError: nan", "").replace("test_acc is nan", "")
 
 
 def test_real_tiny_sweep(tmp_path, mnist_dir):
@@ -118,4 +397,5 @@ def test_real_tiny_sweep(tmp_path, mnist_dir):
     runs = (root / "runs.csv").read_text().splitlines()
     assert len(runs) == 1 + 8
     assert "WS + aux 0.5" in (root / "paired_effects.csv").read_text()
+    assert "no group runs the report's protocol" in (root / "results.md").read_text()
     assert (root / "curves.png").stat().st_size > 10_000

@@ -1,170 +1,170 @@
-"""Tables (Markdown, CSV, LaTeX) and figures (PNG) of a collected sweep."""
+"""Tables of a collection (Markdown, CSV, LaTeX): every missing figure shows as a dash, never as nan."""
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 
+from mnist_compare.collect import vs_report
+from mnist_compare.collect.runs import Sweep, cell_name, show
+from mnist_compare.collect.stats import MIN_SEEDS, TOLERANCE
 
-def cell_name(ws: bool, aux: float) -> str:
-    return f"WS {'on' if ws else 'off'}, aux {f'{aux:g}' if aux else 'off'}"
-
-
-def _cells(frame: pd.DataFrame) -> list[tuple[bool, float]]:
-    """The report's column order: aux off before on, WS off before on."""
-    cells = {(bool(w), float(a)) for w, a in zip(frame["ws"], frame["aux"], strict=True)}
-    return sorted(cells, key=lambda c: (c[1], c[0]))
+DASH = "—"
 
 
-def table1(summary: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
-    """Architectures (and any other context) as rows, WS/aux combinations as columns: mean ± std."""
-    rows = [c for c in labels if c not in ("ws", "aux")]
-    out = {}
-    for ctx, group in summary.groupby(rows, sort=True, observed=True):
-        name = " ".join(map(str, ctx)) if isinstance(ctx, tuple) else str(ctx)
-        out[name] = {
-            cell_name(r.ws, r.aux): f"{r.test_acc_mean:.4f} ± {r.test_acc_std:.4f}" for r in group.itertuples()
-        }
-    order = [cell_name(*c) for c in _cells(summary)]
-    return pd.DataFrame.from_dict(out, orient="index").reindex(columns=order)
+def _num(value: Any, spec: str = ".4f") -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return DASH
+    return format(value, spec)
 
 
-def markdown(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
-    return df.to_markdown(index=False, floatfmt=floatfmt)
+def _pm(mean: float, std: float) -> str:
+    """mean ± std; a std of 0 is said in words, one that does not exist (n = 1) is left out."""
+    if not math.isfinite(mean):
+        return DASH
+    if not math.isfinite(std):
+        return f"{mean:.4f}"
+    return f"{mean:.4f} (no variance)" if std <= TOLERANCE else f"{mean:.4f} ± {std:.4f}"
 
 
-def write_tables(root: Path, summary: pd.DataFrame, effects: pd.DataFrame, view: pd.DataFrame,
-                 problems: pd.DataFrame, runs: pd.DataFrame, labels: list[str]) -> str:
-    """Write results.md/.csv/.tex, paired_effects.csv and runs.csv; return the Markdown."""
-    summary.to_csv(root / "results.csv", index=False)
-    effects.to_csv(root / "paired_effects.csv", index=False)
-    keep = [*labels, "seed", "test_acc", "selection", "best_test_acc", "best_epoch", "test_aux_acc", "test_rule_acc",
-            "val_acc", "train_acc", "n_params", "epochs", "train_time_s", "job"]
-    runs[[c for c in keep if c in runs]].sort_values([*labels, "seed"]).to_csv(root / "runs.csv", index=False)
-    (root / "results.tex").write_text(
-        summary.style.format(precision=4).hide(axis="index").to_latex(hrules=True)
+def summary_view(summary: pd.DataFrame, labels: list[str], one_kind: bool) -> pd.DataFrame:
+    """The group table as a reader sees it: command-line spellings, dashes for what does not exist."""
+    view = pd.DataFrame({k: [show(v) for v in summary[k]] for k in labels})
+    view["n"] = summary["n"]
+    if not one_kind:
+        view["delivered"] = summary["delivered"]
+    view["test acc"] = [_num(v) for v in summary["test_acc_mean"]]
+    view["std"] = [_num(v) for v in summary["test_acc_std"]]
+    view["95% interval"] = [DASH if not math.isfinite(lo) else f"[{lo:.4f}, {hi:.4f}]"
+                            for lo, hi in zip(summary["ci95_low"], summary["ci95_high"], strict=True)]
+    if summary["best_epoch_on_test_mean"].notna().any():
+        view["best epoch on test (report's method, optimistic)"] = [
+            _pm(m, s) for m, s in zip(summary["best_epoch_on_test_mean"], summary["best_epoch_on_test_std"],
+                                      strict=True)]
+    if summary["val_acc_mean"].notna().any():
+        view["val acc"] = [_num(v) for v in summary["val_acc_mean"]]
+    view["digit acc"] = [_num(v) for v in summary["test_aux_acc_mean"]]
+    view["params"] = [_num(v, ".0f") for v in summary["n_params"]]
+    view["s / run"] = [_num(v, ".1f") for v in summary["train_time_s_mean"]]
+    if summary["sweep"].nunique() > 1:
+        view["sweep"] = summary["sweep"]
+    view["note"] = summary["note"]
+    return view
+
+
+def table1(summary: pd.DataFrame) -> pd.DataFrame:
+    """Contexts (the architecture, with `key=value` of any other swept setting) as rows, WS/aux cells
+    as columns: mean ± std; n beside it where groups differ in n."""
+    cells = sorted({(bool(w), float(a)) for w, a in zip(summary["ws"], summary["aux"], strict=True)},
+                   key=lambda c: (c[1], c[0]))
+    same_n = summary["n"].nunique() == 1
+    out: dict[str, dict[str, str]] = {}
+    for r in summary.itertuples(index=False):
+        text = _pm(r.test_acc_mean, r.test_acc_std) + ("" if same_n else f" (n = {r.n})")
+        out.setdefault(r.context, {})[cell_name(r.ws, r.aux)] = text
+    view = pd.DataFrame.from_dict(out, orient="index").reindex(columns=[cell_name(*c) for c in cells])
+    kinds = summary.groupby("context", sort=False)["delivered"].agg(lambda s: "; ".join(sorted(set(s))))
+    if summary["delivered"].nunique() > 1:
+        view["delivered"] = kinds
+    return view.fillna(DASH)
+
+
+def effects_view(effects: pd.DataFrame) -> pd.DataFrame:
+    view = effects.drop(columns=["mean_diff", "ci95_low", "ci95_high", "p_ttest", "p_wilcoxon", "p_holm"]).copy()
+    for k in view.columns:
+        if k in ("ws", "aux") or view[k].dtype == bool:
+            view[k] = [show(v) for v in view[k]]
+    view.insert(view.columns.get_loc("n_pairs") + 1, "mean diff", [f"{d:+.4f}" for d in effects["mean_diff"]])
+    view.insert(view.columns.get_loc("mean diff") + 1, "95% CI",
+                [DASH if not math.isfinite(lo) else f"[{lo:+.4f}, {hi:+.4f}]"
+                 for lo, hi in zip(effects["ci95_low"], effects["ci95_high"], strict=True)])
+    for k in ("p_ttest", "p_wilcoxon", "p_holm"):
+        view.insert(view.columns.get_loc("verdict"), k, [_num(p, ".3g") for p in effects[k]])
+    return view
+
+
+def code_versions(runs: pd.DataFrame) -> str:
+    """One line naming the code each run came from (version, commit, dirty, source hash, torch), with
+    counts: runs of different code averaged together must never go unsaid."""
+    def name(code: Any, versions: Any) -> str:
+        torch = f", torch {versions.get('torch', '?')}" if isinstance(versions, dict) else ""
+        if not isinstance(code, dict):
+            return "no code record" + torch
+        commit = str(code.get("commit") or "?")[:10] + (" (dirty)" if code.get("dirty") else "")
+        source = str(code.get("source_hash") or "?")[:10]
+        return f"{code.get('version', '?')} commit {commit} source {source}{torch}"
+
+    none = [None] * len(runs)
+    counts = Counter(name(c, v) for c, v in zip(runs.get("code", none), runs.get("versions", none), strict=True))
+    listed = "; ".join(f"{k}: {v} run{'s' * (v > 1)}" for k, v in counts.most_common())
+    if len(counts) == 1:
+        return f"Code: {listed}."
+    return f"**The runs come from {len(counts)} code versions**: {listed}."
+
+
+def write_tables(out: Path, sweep: Sweep, summary: pd.DataFrame, effects: pd.DataFrame, notes: list[str]) -> str:
+    """Write results.md/.csv/.tex, paired_effects.csv, runs.csv and, where the report's protocol was
+    run, vs_report.md/.csv; return the Markdown of results.md."""
+    runs, labels = sweep.runs, sweep.labels
+    summary.drop(columns=["group"]).to_csv(out / "results.csv", index=False)
+    effects.to_csv(out / "paired_effects.csv", index=False)
+    keep = ["sweep", "run_id", *labels, "seed", "pair", "delivered", "selection", "delivered_epoch", "test_acc",
+            "best_test_acc", "best_epoch", "val_acc", "test_aux_acc", "test_rule_acc", "train_acc", "n_params",
+            "epochs", "train_time_s", "job"]
+    runs[[c for c in keep if c in runs]].to_csv(out / "runs.csv", index=False)
+    kinds = sorted(set(summary["delivered"]))
+    one_kind = len(kinds) == 1
+    what = kinds[0] if one_kind else "test accuracy of the delivered model, which differs by group: see `delivered`"
+    view = table1(summary)
+    (out / "results.tex").write_text(
+        summary.drop(columns=["group"]).style.format(precision=4, na_rep=DASH).hide(axis="index").to_latex(
+            hrules=True)
         + "\n" + view.style.to_latex(hrules=True)
     )
-    chosen = "selection" in runs and (runs["selection"] != "last epoch").any()
-    what = ("Test accuracy of the checkpoint chosen on validation pairs (`selection` in runs.csv)" if chosen
-            else "Final-epoch test accuracy")
+    compared, why_not = vs_report.compare(summary, runs, labels)
+    if not compared.empty:
+        compared.to_csv(out / "vs_report.csv", index=False)
+        (out / "vs_report.md").write_text(vs_report.markdown(compared))
+    folders = ", ".join(str(r) for r in sweep.roots)
     text = [
-        f"# Results of {root}",
+        f"# Results of {folders}",
         "",
-        f"{what} over seeds: mean, sample std (ddof = 1), Student-t 95% CI. "
-        "`best_epoch_on_test` is the report's figure (best epoch chosen on the test pairs): "
-        "optimistic, shown only to compare with the report.",
+        f"{what[0].upper() + what[1:]} over seeds: mean, sample std (ddof = 1), 95% interval (Student-t on the "
+        f"logit scale, so it stays within 0 and 1; none below {MIN_SEEDS} seeds or without variance, see `note`).",
         "",
-        markdown(summary),
+        code_versions(runs),
         "",
-        f"## Table-1 view ({what[0].lower() + what[1:]}, mean ± std)",
+        summary_view(summary, labels, one_kind).to_markdown(index=False, disable_numparse=True),
         "",
-        view.to_markdown(),
+        f"## Table-1 view: {what}; mean ± std over seeds",
+        "",
+        view.to_markdown(disable_numparse=True),
         "",
         "## Paired effects against the baseline cell (same seed = same pairs)",
         "",
-        "Mean difference of test accuracy, its 95% CI, paired t-test and Wilcoxon p-values, and the "
-        "t-test p-value Holm-adjusted over all comparisons. The report compared unpaired means with "
-        "no test or interval; an effect 'holds' here only when its Holm-adjusted p < 0.05.",
+        "Mean difference of test accuracy, its 95% CI (Student-t), paired t-test and Wilcoxon p-values, and "
+        "the t-test p-value Holm-adjusted over all comparisons (statsmodels). The report compared unpaired means "
+        "with no test or interval. Differences without variance have no test and count as not significant.",
         "",
-        markdown(effects, ".4g") if not effects.empty else "(no baseline cell to pair with)",
+        (effects_view(effects).to_markdown(index=False, disable_numparse=True) if not effects.empty
+         else "No paired comparison:"),
     ]
-    if not problems.empty:
-        text += ["", f"## Runs left out ({len(problems)})", "", problems.to_markdown(index=False)]
+    if notes:
+        text += ["", "Comparisons not made:"] if not effects.empty else []
+        text += ["", *(f"- {n}" for n in notes)]
+    text += ["", "## Comparison with the report", "",
+             "In [vs_report.md](vs_report.md)." if not compared.empty else f"None: {why_not}."]
+    if not sweep.problems.empty:
+        left = sweep.problems if len(sweep.roots) > 1 else sweep.problems.drop(columns="sweep")
+        text += ["", f"## Runs left out ({len(left)})", "", left.to_markdown(index=False, disable_numparse=True)]
+        if (left["status"] == "duplicate").any():
+            text += ["", "A run found more than once (equal run_id, or equal config, seed included) counts once: "
+                     "the first in the order of the folders given, then of job paths; the others are listed "
+                     "here. A `duplicate.json` marks a launch that found its run finished elsewhere."]
     md = "\n".join(text) + "\n"
-    (root / "results.md").write_text(md)
+    (out / "results.md").write_text(md)
     return md
-
-
-def _panels(runs: pd.DataFrame, labels: list[str]) -> list[tuple[str, pd.DataFrame]]:
-    rows = [c for c in labels if c not in ("ws", "aux")]
-    groups = runs.groupby(rows, sort=True, observed=True)
-    return [(" ".join(map(str, k)) if isinstance(k, tuple) else str(k), g) for k, g in groups]
-
-
-def curves_figure(path: Path, runs: pd.DataFrame, labels: list[str]) -> None:
-    """Per panel: mean ± std over seeds of test accuracy and training loss, per epoch."""
-    panels = _panels(runs, labels)
-    fig, axes = plt.subplots(2, len(panels), figsize=(4.2 * len(panels), 6.5), squeeze=False, sharex="col")
-    for col, (name, group) in enumerate(panels):
-        for ws, aux in _cells(group):
-            cell = group[(group["ws"] == ws) & (group["aux"] == aux)]
-            for row, key in enumerate(("test_acc", "train_loss")):
-                series = [h[key] for h in cell["history"] if key in h]
-                length = min(map(len, series))
-                curves = np.array([s[:length] for s in series])
-                if key == "train_loss":  # spans decades: geometric mean, band of one std of the log
-                    curves = np.log(np.maximum(curves, 1e-12))
-                mean, std = curves.mean(0), curves.std(0, ddof=1) if len(curves) > 1 else 0 * curves[0]
-                low, high = mean - std, mean + std
-                if key == "train_loss":
-                    mean, low, high = np.exp(mean), np.exp(low), np.exp(high)
-                epochs = np.arange(1, length + 1)
-                ax = axes[row, col]
-                (line,) = ax.plot(epochs, mean, label=cell_name(ws, aux))
-                ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2)
-        axes[0, col].set_title(name)
-        axes[0, col].set_ylabel("test accuracy")
-        axes[1, col].set_ylabel("training loss (optimised mix, geometric mean)")
-        axes[1, col].set_xlabel("epoch")
-        axes[1, col].set_yscale("log")
-    axes[0, 0].legend(fontsize=8)
-    n = runs.groupby(labels, observed=True).size().min()
-    fig.suptitle(f"Learning curves, mean ± std over seeds (n = {n} per line)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def bars_figure(path: Path, summary: pd.DataFrame, labels: list[str]) -> None:
-    """Grouped bars of final-epoch test accuracy with std error bars, one group per panel."""
-    panels = _panels(summary, labels)
-    cells = _cells(summary)
-    width = 0.8 / len(cells)
-    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(panels), 4.2))
-    for i, (ws, aux) in enumerate(cells):
-        means, stds = [], []
-        for _, group in panels:
-            hit = group[(group["ws"] == ws) & (group["aux"] == aux)]
-            means.append(hit["test_acc_mean"].iloc[0] if len(hit) else np.nan)
-            stds.append(hit["test_acc_std"].iloc[0] if len(hit) else np.nan)
-        ax.bar(np.arange(len(panels)) + (i - (len(cells) - 1) / 2) * width, means, width, yerr=stds, capsize=3,
-               label=cell_name(ws, aux))
-    ax.set_xticks(np.arange(len(panels)), [name for name, _ in panels])
-    low = np.nanmin(summary["test_acc_mean"] - summary["test_acc_std"].fillna(0))
-    ax.set_ylim(max(0.0, low - 0.05), 1.0)
-    ax.set_ylabel("final-epoch test accuracy (mean ± std)")
-    ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def aux_curve_figure(path: Path, summary: pd.DataFrame, labels: list[str]) -> bool:
-    """Test accuracy against the auxiliary weight, one line per architecture/WS, when the sweep has
-    at least three weights; returns whether it drew one."""
-    if summary["aux"].nunique() < 3:
-        return False
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    lines = [c for c in labels if c != "aux"]
-    for key, group in summary.groupby(lines, sort=True, observed=True):
-        group = group.sort_values("aux")
-        parts = dict(zip(lines, key if isinstance(key, tuple) else (key,), strict=True))
-        name = " ".join(f"WS {'on' if v else 'off'}" if k == "ws" else str(v) for k, v in parts.items())
-        (line,) = ax.plot(group["aux"], group["test_acc_mean"], marker="o", ms=3, label=name)
-        ax.fill_between(group["aux"], group["test_acc_mean"] - group["test_acc_std"],
-                        group["test_acc_mean"] + group["test_acc_std"], color=line.get_color(), alpha=0.2)
-    ax.set_xlabel("auxiliary loss weight w  (loss = (1 - w) main + w aux)")
-    ax.set_ylabel("final-epoch test accuracy (mean ± std)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
