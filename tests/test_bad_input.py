@@ -41,7 +41,7 @@ CASES = {  # name: (arguments, what the error line must say)
     "an optimiser argument that does not exist": (
         ["+model.optimizer.momentum=0.9"], "unexpected keyword argument 'momentum'"),
     "a _target_ that does not import": (
-        ["arch.pipe._target_=mylab.nets.tiny"], "_target_ mylab.nets.tiny cannot be imported"),
+        ["arch.pipe._target_=mylab.nets.tiny"], "arch.pipe._target_=mylab.nets.tiny cannot be imported"),
     "a misspelt group option": (["callbacks=best_on_vall"], "callbacks=best_on_vall is unknown: use one of"),
 }
 

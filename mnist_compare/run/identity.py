@@ -25,7 +25,7 @@ SEED_KEYS = ("seed", "data.seed")
 
 def canonical(value: Any) -> Any:
     """One spelling per value: integral floats as ints (0.0 -> 0), containers element-wise."""
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer() and abs(value) < 2**53:
         return int(value)
     if isinstance(value, dict):
         return {str(k): canonical(v) for k, v in value.items()}
@@ -45,9 +45,8 @@ def _drop(tree: dict[str, Any], dotted: str) -> None:
 
 def identity_config(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config, canonical, without the neutral settings: what metrics.json stores."""
-    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
     assert isinstance(plain, dict)
-    plain.pop("hydra", None)
     for dotted in NEUTRAL_KEYS:
         _drop(plain, dotted)
     return canonical(plain)

@@ -81,7 +81,19 @@ def _chain(e: BaseException | None) -> list[BaseException]:
     return out
 
 
-def _target_error(e: BaseException, where: str) -> UserError:
+def _targets(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """(dotted key, value) of every `_target_` in a config tree, the user's spelling of each."""
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=False)
+    if not isinstance(node, dict):
+        return []
+    out = [(f"{prefix}_target_", node["_target_"])] if "_target_" in node else []
+    for key, value in node.items():
+        out += _targets(value, f"{prefix}{key}.")
+    return out
+
+
+def _target_error(e: BaseException, where: str, cfg: DictConfig) -> UserError:
     """One line for a config that does not build: a `_target_` that does not import, or a
     constructor that refuses its arguments (the innermost error says which)."""
     chain = _chain(e)
@@ -92,7 +104,8 @@ def _target_error(e: BaseException, where: str) -> UserError:
     locating = next((x for x in chain if "Error locating target" in str(x)), None)
     if locating is not None:
         target = re.search(r"Error locating target '([^']+)'", str(locating)).group(1)  # type: ignore[union-attr]
-        return UserError(f"{where}: _target_ {target} cannot be imported ({reason}): check that its module is "
+        key = next((k for k, v in _targets(cfg) if v == target), f"{where}._target_")
+        return UserError(f"{key}={target} cannot be imported ({reason}): check that its module is "
                          "installed or on PYTHONPATH and that the name is spelt right")
     return UserError(f"{where} does not build ({reason}): check its settings")
 
@@ -119,7 +132,7 @@ def dry_build(cfg: DictConfig, built: set[str]) -> None:
         except UserError:
             raise
         except Exception as e:
-            raise _target_error(e, where) from None
+            raise _target_error(e, where, cfg) from None
         built.add(key)
 
 
@@ -220,7 +233,10 @@ class Preflight(Callback):
                 raise UserError(f"jobs `{seen[rid]}` and `{label}` are the same run (same resolved config): "
                                 "list each value once")
             seen[rid] = label
-            jobs[label] = (rid, sweep_dir / str(cfg.hydra.sweep.subdir))
+            try:
+                jobs[label] = (rid, sweep_dir / str(cfg.hydra.sweep.subdir))
+            except OmegaConfBaseException:  # named by the job's number (Optuna trials): known only at launch
+                pass
         if sweep_dir.is_dir():
             check_sweep_dir(sweep_dir, jobs)
         LAUNCH.update(mode="multirun", dir=sweep_dir, jobs=len(jobs))

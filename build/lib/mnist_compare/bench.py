@@ -1,0 +1,172 @@
+"""Benchmarks: our Lightning training path against a minimal raw PyTorch loop doing the same work.
+
+    python -m mnist_compare.bench runs  [--arch shallow deep conv] [--repeats 5] [--threads 1]
+    python -m mnist_compare.bench sweep [--jobs 2] [--seeds 10]
+
+`runs` alternates, in one process, the real path (`mnist_compare.run.fit.fit`: Trainer, data
+module, TensorBoard logging) and the raw loop on the same seed, and prints the medians and
+their ratio. `sweep` times the whole Table-1 sweep as a user runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from mnist_compare.data import generate_pair_sets
+from mnist_compare.models.module import counts, mixed_loss
+from mnist_compare.models.nets import PairNet
+from mnist_compare.paths import CONF_DIR
+from mnist_compare.run.fit import fit
+
+
+def conv_flops_per_image(pipe: torch.nn.Module) -> float:
+    """Forward multiply-adds x 2 of the convs and linears of one pipe on one 14x14 digit."""
+    flops = 0.0
+
+    def hook(module: torch.nn.Module, inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
+        nonlocal flops
+        if isinstance(module, torch.nn.Conv2d):
+            flops += 2 * output[0].numel() * module.in_channels * module.kernel_size[0] * module.kernel_size[1]
+        elif isinstance(module, torch.nn.Linear):
+            flops += 2 * module.in_features * module.out_features
+
+    handles = [m.register_forward_hook(hook) for m in pipe.modules()]
+    with torch.no_grad():
+        pipe(torch.zeros(1, 1, 14, 14))
+    for h in handles:
+        h.remove()
+    return flops
+
+
+def cpu_clock_ghz() -> tuple[float, str]:
+    """The nominal (base) clock where the kernel exposes it; else the clock /proc/cpuinfo reports
+    now, said as such (on a VM without cpufreq, as here, it is the hypervisor's fixed figure)."""
+    base = Path("/sys/devices/system/cpu/cpu0/cpufreq/base_frequency")
+    try:
+        return int(base.read_text()) / 1e6, "nominal clock (cpufreq base_frequency)"
+    except (OSError, ValueError):
+        pass
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        mhz = float(next(line.split(":")[1] for line in text.splitlines() if line.startswith("cpu MHz")))
+    except (OSError, StopIteration, ValueError):
+        return float("nan"), "unknown clock"
+    return mhz / 1000, "clock reported by /proc/cpuinfo (no nominal clock exposed)"
+
+
+def cpu_peak_gflops_per_core() -> float:
+    """Clock x 32 fp32 FLOP per cycle (two 256-bit FMA units x 8 lanes x 2 FLOP)."""
+    return cpu_clock_ghz()[0] * 32
+
+
+def raw_loop(cfg: DictConfig) -> float:
+    """The same training as the Lightning path, in plain PyTorch; returns the final test accuracy."""
+    torch.manual_seed(cfg.seed)
+    net = PairNet(partial(instantiate, cfg.model.pipe), instantiate(cfg.model.classifier), cfg.ws)
+    tr_x, tr_y, tr_c, te_x, te_y, te_c = generate_pair_sets(cfg.data.n_pairs, cfg.seed, cfg.data.data_dir)
+    optimizer = instantiate(cfg.model.optimizer)(net.parameters())
+    bs, w = cfg.data.batch_size, float(cfg.aux)
+    history = []
+    for _ in range(cfg.trainer.max_epochs):
+        net.train()
+        sums = []
+        for start in range(0, tr_x.size(0), bs):
+            x, y, c = tr_x[start : start + bs], tr_y[start : start + bs], tr_c[start : start + bs]
+            outputs = net(x)
+            loss = mixed_loss(outputs, y, c, w)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                sums.append(torch.cat((loss.view(1) * y.numel(), counts(outputs, y, c))))
+        torch.stack(sums).sum(0).tolist()
+        net.eval()
+        with torch.no_grad():
+            outputs = net(te_x)
+            torch.nn.functional.cross_entropy(outputs[0], te_y).item()
+            history.append(counts(outputs, te_y, te_c).tolist()[0] / te_y.numel())
+    return history[-1]
+
+
+def bench_runs(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        for arch in args.arch:
+            cfg = compose("train", [f"arch={arch}", "ws=true", "aux=0.5", "seed=0",
+                                    f"trainer.max_epochs={args.epochs}", f"threads={args.threads}"])
+            generate_pair_sets(cfg.data.n_pairs, 0, cfg.data.data_dir)  # data preparation is not timed
+            times: dict[str, list[float]] = {"lightning": [], "raw": []}
+            accs: dict[str, float] = {}
+            for _ in range(args.repeats):
+                for path in ("lightning", "raw"):
+                    started = time.perf_counter()
+                    if path == "raw":
+                        accs[path] = raw_loop(cfg)
+                    else:
+                        with tempfile.TemporaryDirectory() as out:
+                            accs[path] = fit(cfg, Path(out))["test_acc"]
+                    times[path].append(time.perf_counter() - started)
+            lightning, raw = statistics.median(times["lightning"]), statistics.median(times["raw"])
+            line = (f"{arch:8s} lightning {lightning:7.2f} s   raw {raw:7.2f} s   ratio {lightning / raw:5.3f}"
+                    f"   test_acc lightning {accs['lightning']:.4f} raw {accs['raw']:.4f}")
+            if arch == "conv":
+                model = instantiate(cfg.model, _recursive_=False)
+                per_image = conv_flops_per_image(model.net.pipes[0])
+                # per epoch: 2000 training images x (forward + backward = 3 forwards) + 2000 test images
+                flops = args.epochs * 2 * cfg.data.n_pairs * per_image * 4
+                achieved = flops / lightning / 1e9
+                peak = args.peak_gflops_per_core * args.threads
+                line += (f"\n{'':8s} {flops / 1e12:.2f} TFLOP per run -> {achieved:.1f} GFLOP/s = "
+                         f"{achieved / peak:.0%} of the fp32 peak of {args.threads} core(s) ({peak:.0f} GFLOP/s)")
+            print(line, flush=True)
+    print(f"# {args.repeats} alternating repeats, medians, {args.epochs} epochs, ws=true aux=0.5 seed=0, "
+          f"{args.threads} thread(s), torch {torch.__version__}")
+
+
+def bench_sweep(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [sys.executable, "-m", "mnist_compare.train", "-m", "arch=shallow,deep,conv", "ws=true,false",
+               "aux=0,0.5", f"seed=range({args.seeds})", f"hydra.sweep.dir={out}"]
+        cmd += [f"hydra.launcher.n_jobs={args.jobs}"] if args.jobs > 1 else ["hydra/launcher=basic"]
+        print(" ".join(cmd), flush=True)
+        started = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        wall = time.perf_counter() - started
+        times = [json.loads(p.read_text())["train_time_s"] for p in Path(out).glob("*/metrics.json")]
+    print(f"sweep: {len(times)} runs in {wall:.0f} s wall ({wall / 60:.1f} min); "
+          f"sum of per-run training times {sum(times):.0f} s; {args.jobs} parallel job(s), {os.cpu_count()} cores")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="mode", required=True)
+    runs = sub.add_parser("runs", help="Lightning path vs raw loop, per architecture")
+    runs.add_argument("--arch", nargs="+", default=["shallow", "deep", "conv"])
+    runs.add_argument("--repeats", type=int, default=5)
+    runs.add_argument("--epochs", type=int, default=50)
+    runs.add_argument("--threads", type=int, default=1)
+    runs.add_argument("--peak-gflops-per-core", type=float, default=cpu_peak_gflops_per_core(),
+                      help=f"default: {cpu_clock_ghz()[1]} x 32 fp32 FLOP/cycle (two 256-bit FMA units)")
+    sweep = sub.add_parser("sweep", help="time the whole Table-1 sweep")
+    sweep.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel runs (default: cores)")
+    sweep.add_argument("--seeds", type=int, default=10)
+    args = parser.parse_args()
+    bench_runs(args) if args.mode == "runs" else bench_sweep(args)
+
+
+if __name__ == "__main__":
+    main()

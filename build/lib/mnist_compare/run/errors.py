@@ -1,0 +1,66 @@
+"""Every way a launch can end, as one line and an exit status (2 bad input, 130 interrupted)."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+
+from mnist_compare.errors import UserError
+from mnist_compare.results import METRICS
+from mnist_compare.run.preflight import LAUNCH, TOP_LEVEL, LaunchRefused, suggest
+
+
+def _missing_option(e: MissingConfigException) -> str:
+    wanted = (e.missing_cfg_file or "").split("/")
+    group, name = "/".join(wanted[:-1]), wanted[-1]
+    if not group or not e.options:
+        return f"error: {str(e).splitlines()[0]}"
+    return f"error: {group}={name} is unknown: use one of {', '.join(sorted(e.options))} (what Hydra finds in " \
+           "conf/ and in your --config-dir / hydra.searchpath)"
+
+
+def _composition(e: ConfigCompositionException) -> str:
+    text = str(e)
+    if text.startswith("Could not override '"):
+        key = text.split("'")[1]
+        if "." not in key:
+            return f"error: {key} is not a setting this program reads{suggest(key, TOP_LEVEL)}"
+        return f"error: {key} is not in the config: check the spelling (use +{key}=... only for a key the " \
+               "object named by its _target_ accepts)"
+    return f"error: {' '.join(text.split())}"
+
+
+def _interrupted() -> str:
+    where = LAUNCH.get("dir")
+    if LAUNCH.get("mode") != "multirun" or where is None:
+        run = f" in {where}" if where else ""
+        return f"interrupted: the run{run} stopped before it finished; nothing was kept (no {METRICS}); " \
+               "run the same command again"
+    done = len(list(Path(where).glob(f"**/{METRICS}")))
+    args = [a for a in sys.argv[1:] if not a.startswith("hydra.sweep.dir=")]
+    again = shlex.join(["python", "-m", "mnist_compare.train", *args, f"hydra.sweep.dir={where}"])
+    return f"interrupted: {done} of {LAUNCH.get('jobs', '?')} runs are finished and kept in {where}; " \
+           f"resume with: {again}"
+
+
+def report(e: BaseException) -> tuple[str | None, int]:
+    if isinstance(e, LaunchRefused):
+        e = e.args[0]
+    if isinstance(e, SystemExit):  # --help and the like
+        return None, e.code if isinstance(e.code, int) else 1
+    if isinstance(e, KeyboardInterrupt):
+        return _interrupted(), 130
+    if isinstance(e, UserError):
+        return f"error: {e}", 2
+    if isinstance(e, MissingConfigException):
+        return _missing_option(e), 2
+    if isinstance(e, OverrideParseException):
+        return f"error: {' '.join(str(e).split())}", 2
+    if isinstance(e, ConfigCompositionException):
+        return _composition(e), 2
+    where = LAUNCH.get("dir")
+    see = f"; see failure.json under {where}" if where else ""
+    return f"error: a run failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}){see}", 1

@@ -1,0 +1,120 @@
+"""Build one run from its config, train it, and turn what it measured into its record."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import signal
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from mnist_compare.models.module import CompareModule
+
+
+def quiet_lightning() -> None:
+    """Keep a sweep's console to one line per job: Lightning's banners say the same every run,
+    and its `srun` hint (printed wherever SLURM is installed) does not apply to one-process jobs."""
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    logging.getLogger("lightning_fabric.utilities.rank_zero").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*(treespec|LeafSpec|does not have many workers|`srun`).*")
+
+
+def build_trainer(cfg: DictConfig, out_dir: Path | None) -> tuple[pl.Trainer, list[pl.Callback]]:
+    """The Trainer with the config's logger and callbacks; checkpointing is switched on exactly
+    when a checkpoint callback asks for it (Lightning refuses the pair otherwise)."""
+    logger = instantiate(cfg.logger, save_dir=str(out_dir)) if cfg.get("logger") and out_dir else False
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    checkpointing = any(isinstance(c, ModelCheckpoint) for c in callbacks) or bool(
+        cfg.trainer.get("enable_checkpointing"))
+    trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks, enable_checkpointing=checkpointing,
+                          default_root_dir=str(out_dir) if out_dir else None)
+    return trainer, callbacks
+
+
+def fit(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    """Train; return the record's measured part (metrics.json adds identity and provenance)."""
+    quiet_lightning()
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+    pl.seed_everything(cfg.seed, verbose=False)  # the seed also fixes the pairs, through the data module
+    model: CompareModule = instantiate(cfg.model, _recursive_=False)
+    datamodule = instantiate(cfg.data)
+    trainer, _ = build_trainer(cfg, out_dir)
+    started = time.perf_counter()
+    try:
+        trainer.fit(model, datamodule=datamodule)
+    except SystemExit:  # Lightning turns Ctrl-C into exit(1) after its graceful shutdown
+        if trainer.interrupted:
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # it also ignores further Ctrl-C
+            raise KeyboardInterrupt from None
+        raise
+    train_time = time.perf_counter() - started
+    if trainer.interrupted:
+        raise KeyboardInterrupt
+    chooser = next((c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None)), None)
+    epochs = len(model.history.get("train/loss", []))
+    delivered, selection = epochs, "last epoch"
+    if datamodule.val_pairs:  # the test pairs, unseen so far, are scored once on the delivered model
+        ckpt = chooser.best_model_path if chooser is not None and chooser.best_model_path else None
+        if ckpt:
+            delivered = int(torch.load(ckpt, map_location="cpu", weights_only=True)["epoch"]) + 1
+            selection = f"checkpoint with {chooser.mode} {chooser.monitor}"
+        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+    record = {
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "max_epochs": 1 if cfg.trainer.get("fast_dev_run") else cfg.trainer.max_epochs,
+        "epochs": epochs,
+        "stopped_early": epochs < cfg.trainer.max_epochs and not cfg.trainer.get("fast_dev_run"),
+        "selection": selection,
+        "delivered_epoch": delivered,
+        **figures(model.history, model.final),
+        "train_time_s": round(train_time, 3),
+        "device": str(model.device),
+        "threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+    }
+    if trainer.logger is not None and model.final:  # the once-scored test figures, at the delivered epoch
+        trainer.logger.log_metrics({f"test/{k}": v for k, v in model.final["test"].items()}, step=delivered)
+    if trainer.logger is not None:  # TensorBoard's HPARAMS tab: settings beside the delivered figures
+        trainer.logger.log_hyperparams(
+            _flat(OmegaConf.to_container(cfg, resolve=True)),
+            {f"hp/{k}": record[k] for k in ("test_acc", "val_acc") if k in record},
+        )
+    return record
+
+
+def figures(history: dict[str, list[float]], final: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """The delivered model's figures. Without validation pairs (the report's protocol) the test
+    pairs were evaluated after every epoch: the last epoch is delivered, and the best epoch on
+    the test pairs is kept apart, for comparison with the report only. With validation pairs the
+    test pairs were scored once (`final`), and no per-epoch test figure exists."""
+    out: dict[str, Any] = {}
+    for key, values in history.items():
+        if values:
+            out[key.replace("/", "_")] = values[-1]
+    for stage, values in final.items():
+        out.update({f"{stage}_{k}": v for k, v in values.items()})
+    test_acc = history.get("test/acc", [])
+    if test_acc and not final:
+        best = max(range(len(test_acc)), key=test_acc.__getitem__)
+        out["best_test_acc"], out["best_epoch"] = test_acc[best], best + 1
+    out["history"] = {k.replace("/", "_"): v for k, v in history.items()}
+    return out
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix.rstrip("."): tree if isinstance(tree, int | float | str | bool) else str(tree)}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}{key}."))
+    return out

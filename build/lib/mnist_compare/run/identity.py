@@ -1,0 +1,109 @@
+"""What a run *is*: its resolved config (minus settings that cannot change numbers), hashed.
+
+Folder names, resume and the collector's duplicate check all rest on this one definition, so
+`aux=0`, `aux=0.0` and leaving `aux` at its default are the same run everywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from mnist_compare.results import METRICS, read_json
+
+# Settings that cannot change a run's numbers: left out of its identity and folder name.
+# (Thread count is NOT among them: oneDNN's reductions make ConvNet runs differ with it.)
+NEUTRAL_KEYS = ("data.data_dir", "trainer.enable_progress_bar")
+SEED_KEYS = ("seed", "data.seed")
+
+
+def canonical(value: Any) -> Any:
+    """One spelling per value: integral floats as ints (0.0 -> 0), containers element-wise."""
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {str(k): canonical(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [canonical(v) for v in value]
+    return value
+
+
+def _drop(tree: dict[str, Any], dotted: str) -> None:
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        tree = tree.get(p)
+        if not isinstance(tree, dict):
+            return
+    tree.pop(leaf, None)
+
+
+def identity_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config, canonical, without the neutral settings: what metrics.json stores."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(plain, dict)
+    plain.pop("hydra", None)
+    for dotted in NEUTRAL_KEYS:
+        _drop(plain, dotted)
+    return canonical(plain)
+
+
+def digest(tree: Any) -> str:
+    return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run_id(config: dict[str, Any]) -> str:
+    """Equal for equal (config, seed): the key of resume and of the collector's duplicates."""
+    return digest(config)
+
+
+def group_id(config: dict[str, Any]) -> str:
+    """Equal for runs that differ only by their seed: what the collector averages over."""
+    tree = json.loads(json.dumps(config))
+    for dotted in SEED_KEYS:
+        _drop(tree, dotted)
+    return digest(tree)
+
+
+def _spell(value: Any) -> str:
+    value = canonical(value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value is None:
+        return "null"
+    if isinstance(value, list):
+        return "[" + ",".join(_spell(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{_spell(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def job_dirname(task_overrides: ListConfig | list[str]) -> str:
+    """A sweep job's folder name from its overrides, one spelling per value (`ws=False` and
+    `ws=false`, `aux=0` and `aux=0.0` name the same folder), so a resumed sweep finds its jobs."""
+    parsed = OverridesParser.create().parse_overrides([str(o) for o in task_overrides])
+    parts = []
+    for o in parsed:
+        key = o.key_or_group
+        if key in NEUTRAL_KEYS or o.is_sweep_override():
+            continue
+        parts.append(f"{key}=null" if o.is_delete() else f"{key}={_spell(o.value())}")
+    return ",".join(sorted(parts)) or "defaults"
+
+
+OmegaConf.register_new_resolver("mc_job_dir", job_dirname, replace=True)  # conf/train.yaml: hydra.sweep.subdir
+
+
+def finished_runs(sweep_dir: Path) -> dict[str, tuple[Path, dict[str, Any]]]:
+    """run_id -> (folder, record) of every finished run below `sweep_dir`."""
+    found: dict[str, tuple[Path, dict[str, Any]]] = {}
+    for path in sorted(Path(sweep_dir).glob(f"**/{METRICS}")):
+        record = read_json(path)
+        if record and record.get("status") == "finished" and "config" in record:
+            found.setdefault(record.get("run_id") or run_id(record["config"]), (path.parent, record))
+    return found

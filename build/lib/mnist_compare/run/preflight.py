@@ -1,0 +1,239 @@
+"""Every job's settings checked before any job trains or any folder is written.
+
+A Hydra callback: `on_run_start` and `on_multirun_start` come after composition and before
+Hydra creates a run or sweep folder, so one bad value in `aux=0.5,1.5` costs nothing and
+leaves nothing behind. Each job's config is composed exactly as the sweeper will compose it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from mnist_compare.data.mnist import default_data_dir, prepare_pooled
+from mnist_compare.errors import UserError
+from mnist_compare.run.fit import build_trainer, quiet_lightning
+from mnist_compare.run.identity import finished_runs, identity_config, run_id
+from mnist_compare.run.provenance import source_hash
+
+# The settings the program reads at the top level; anything else (e.g. `+aux_weight=0.5`) is a slip.
+TOP_LEVEL = ("arch", "ws", "aux", "seed", "threads", "data", "model", "trainer", "logger", "callbacks")
+MONITORED = ("val/acc", "val/loss")  # what the module logs for callbacks to monitor
+LAUNCH: dict[str, Any] = {}  # mode, dir and job count of this process's launch, for its closing line
+
+
+def suggest(name: str, known: list[str] | tuple[str, ...]) -> str:
+    close = [k for k in known if name.startswith(k) or k.startswith(name)] or difflib.get_close_matches(
+        name, known, n=1, cutoff=0.6)
+    return f": did you mean {close[0]}?" if close else f": use one of {', '.join(known)}"
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """The top-level knobs and the few nested ones whose bad values would otherwise surface
+    as a library's traceback; everything else is checked by building it (`dry_build`)."""
+    for key in cfg:
+        if key not in (*TOP_LEVEL, "hydra"):
+            raise UserError(f"{key} is not a setting this program reads{suggest(str(key), TOP_LEVEL)}")
+    choice = cfg.hydra.runtime.choices.get("arch")
+    name = cfg.arch.get("name")
+    if name is not None and choice is not None and name != choice:
+        raise UserError(f"arch={choice} has `name: {name}` inside: delete that line (the name is the file's)")
+    if not isinstance(cfg.ws, bool):
+        raise UserError(f"ws={cfg.ws!r} is not allowed: use ws=true or ws=false")
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
+        raise UserError(f"seed={cfg.seed!r} is not allowed: use an integer >= 0, e.g. seed=0 or 'seed=range(10)'")
+    threads = cfg.get("threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise UserError(f"threads={threads!r} is not allowed: use an integer >= 1, e.g. threads=1")
+    epochs = cfg.trainer.get("max_epochs")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise UserError(
+            f"trainer.max_epochs={epochs!r} is not allowed: use an integer >= 1, e.g. trainer.max_epochs=50")
+    lr = (cfg.model.get("optimizer") or {}).get("lr")
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0):
+        raise UserError(f"model.optimizer.lr={lr!r} is not allowed: use a number > 0, e.g. model.optimizer.lr=0.001")
+    for name, callback in (cfg.get("callbacks") or {}).items():
+        monitor = (callback or {}).get("monitor")
+        if monitor is None:
+            continue
+        if monitor not in MONITORED:
+            raise UserError(f"callbacks.{name}.monitor={monitor} is not logged: use one of {', '.join(MONITORED)}")
+        if not cfg.data.get("val_pairs"):
+            raise UserError(f"callbacks monitor {monitor} but data.val_pairs={cfg.data.get('val_pairs')}: "
+                            "hold out validation pairs, e.g. data.val_pairs=200")
+
+
+def _chain(e: BaseException | None) -> list[BaseException]:
+    out = []
+    while e is not None and e not in out:
+        out.append(e)
+        e = e.__cause__ or e.__context__
+    return out
+
+
+def _targets(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """(dotted key, value) of every `_target_` in a config tree, the user's spelling of each."""
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=False)
+    if not isinstance(node, dict):
+        return []
+    out = [(f"{prefix}_target_", node["_target_"])] if "_target_" in node else []
+    for key, value in node.items():
+        out += _targets(value, f"{prefix}{key}.")
+    return out
+
+
+def _target_error(e: BaseException, where: str, cfg: DictConfig) -> UserError:
+    """One line for a config that does not build: a `_target_` that does not import, or a
+    constructor that refuses its arguments (the innermost error says which)."""
+    chain = _chain(e)
+    if mine := next((x for x in chain if isinstance(x, UserError)), None):
+        return mine
+    root = chain[-1]
+    reason = f"{type(root).__name__}: {str(root).strip().splitlines()[0] if str(root).strip() else ''}"
+    locating = next((x for x in chain if "Error locating target" in str(x)), None)
+    if locating is not None:
+        target = re.search(r"Error locating target '([^']+)'", str(locating)).group(1)  # type: ignore[union-attr]
+        key = next((k for k, v in _targets(cfg) if v == target), f"{where}._target_")
+        return UserError(f"{key}={target} cannot be imported ({reason}): check that its module is "
+                         "installed or on PYTHONPATH and that the name is spelt right")
+    return UserError(f"{where} does not build ({reason}): check its settings")
+
+
+def dry_build(cfg: DictConfig, built: set[str]) -> None:
+    """Instantiate the model (with its optimiser and scheduler), the data module (without data)
+    and the trainer with its callbacks, each distinct config once, so that a wrong key, value
+    or `_target_` fails here rather than in the middle of a sweep."""
+    quiet_lightning()
+    for where, node in (("model", cfg.model), ("data", cfg.data), ("trainer", cfg.trainer)):
+        key = where + json.dumps(OmegaConf.to_container(node, resolve=True), sort_keys=True, default=str)
+        if where == "trainer":
+            key += json.dumps(OmegaConf.to_container(OmegaConf.create(cfg.get("callbacks") or {}), resolve=True),
+                              default=str)
+        if key in built:
+            continue
+        try:
+            if where == "model":
+                instantiate(node, _recursive_=False).configure_optimizers()
+            elif where == "data":
+                instantiate(node)
+            else:
+                build_trainer(cfg, None)
+        except UserError:
+            raise
+        except Exception as e:
+            raise _target_error(e, where, cfg) from None
+        built.add(key)
+
+
+def check_data(cfg: DictConfig, prepared: set[str]) -> None:
+    """MNIST present, verified and pooled (fetched once here, before the jobs need it)."""
+    data_dir = cfg.data.get("data_dir") or str(default_data_dir())
+    if data_dir not in prepared:
+        prepare_pooled(Path(data_dir).expanduser())
+        prepared.add(data_dir)
+
+
+def job_configs(config: DictConfig) -> list[tuple[str, DictConfig]]:
+    """(label, composed config) of every job the basic sweeper will launch; other sweepers
+    (Optuna) choose values as they go, so only their fixed settings are checked here."""
+    loader = GlobalHydra.instance().config_loader()
+    sweeper = str(config.hydra.sweeper.get("_target_", ""))
+    task = [str(o) for o in config.hydra.overrides.task]
+    if not sweeper.endswith("BasicSweeper"):
+        fixed = [o for o, p in zip(task, OverridesParser.create().parse_overrides(task), strict=True)
+                 if not p.is_sweep_override()]
+        return [(" ".join(fixed), loader.load_sweep_config(config, fixed))]
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
+    parsed = OverridesParser.create(config_loader=loader).parse_overrides(params + task)
+    (jobs,) = BasicSweeper.split_arguments(parsed, None)
+    return [(" ".join(job), loader.load_sweep_config(config, list(job))) for job in jobs]
+
+
+def check_job(cfg: DictConfig, built: set[str], prepared: set[str]) -> str:
+    """All checks of one job; returns its run_id."""
+    try:
+        check_settings(cfg)
+        identity = identity_config(cfg)
+    except OmegaConfBaseException as e:
+        raise UserError(f"the config does not resolve: {str(e).splitlines()[0]}") from None
+    dry_build(cfg, built)
+    check_data(cfg, prepared)
+    return run_id(identity)
+
+
+def check_sweep_dir(sweep_dir: Path, jobs: dict[str, tuple[str, Path]]) -> None:
+    """A resumed sweep may only continue runs made by this code, and never overwrite a
+    finished run of another config."""
+    done = finished_runs(sweep_dir)
+    other_code = [r for _, r in done.values() if (r.get("code") or {}).get("source_hash") != source_hash()]
+    if other_code:
+        made_by = sorted({str((r.get("code") or {}).get("commit") or (r.get("code") or {}).get("source_hash"))
+                          for r in other_code})
+        raise UserError(
+            f"{sweep_dir} holds {len(other_code)} finished runs made by other code ({', '.join(made_by)[:60]}; "
+            f"now source {source_hash()}): resume with that code, or start a new hydra.sweep.dir=...")
+    by_folder = {folder.resolve(): rid for rid, (folder, _) in done.items()}
+    for label, (rid, folder) in jobs.items():
+        held = by_folder.get(folder.resolve())
+        if held is not None and held != rid:
+            raise UserError(f"{folder} holds a finished run of another config than `{label}`: "
+                            "give this sweep its own hydra.sweep.dir=... rather than overwrite it")
+
+
+class LaunchRefused(BaseException):
+    """Carries a preflight error past Hydra's callback runner, which reduces Exceptions to warnings."""
+
+
+class Preflight(Callback):
+    """Registered in conf/train.yaml (`hydra.callbacks.preflight`)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            self._check_run(config)
+        except Exception as e:
+            raise LaunchRefused(e) from e
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            self._check_sweep(config)
+        except Exception as e:
+            raise LaunchRefused(e) from e
+
+    def _check_run(self, config: DictConfig) -> None:
+        rid = check_job(config, set(), set())
+        out = Path(config.hydra.run.dir)
+        LAUNCH.update(mode="run", dir=out, jobs=1)
+        check_sweep_dir(out, {"this run": (rid, out)}) if out.is_dir() else None
+
+    def _check_sweep(self, config: DictConfig) -> None:
+        built: set[str] = set()
+        prepared: set[str] = set()
+        sweep_dir = Path(config.hydra.sweep.dir)
+        seen: dict[str, str] = {}
+        jobs: dict[str, tuple[str, Path]] = {}
+        for label, cfg in job_configs(config):
+            try:
+                rid = check_job(cfg, built, prepared)
+            except UserError as e:
+                raise UserError(f"job `{label}`: {e}") from None
+            if rid in seen:
+                raise UserError(f"jobs `{seen[rid]}` and `{label}` are the same run (same resolved config): "
+                                "list each value once")
+            seen[rid] = label
+            jobs[label] = (rid, sweep_dir / str(cfg.hydra.sweep.subdir))
+        if sweep_dir.is_dir():
+            check_sweep_dir(sweep_dir, jobs)
+        LAUNCH.update(mode="multirun", dir=sweep_dir, jobs=len(jobs))

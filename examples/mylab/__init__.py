@@ -1,0 +1,1 @@
+"""A user's own package beside mnist_compare: networks and a training variant (docs/extending.md)."""

@@ -1,0 +1,28 @@
+"""`pip install .` (not editable, as from a git URL) ships its configs; runs work from any folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_a_plain_install_runs_from_another_folder(tmp_path, mnist_dir):
+    target, elsewhere = tmp_path / "site", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    built = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                            "--target", str(target), str(ROOT)], capture_output=True, text=True, check=False,
+                           timeout=300)
+    assert built.returncode == 0, built.stderr[-2000:]
+    assert (target / "mnist_compare" / "conf" / "train.yaml").is_file()
+    assert (target / "mnist_compare" / "collect" / "report_2019.csv").is_file()
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    done = subprocess.run([sys.executable, "-m", "mnist_compare.train", "arch=conv", "trainer=fast_dev_run"],
+                          cwd=elsewhere, env=env, capture_output=True, text=True, check=False, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (metrics,) = elsewhere.glob("outputs/*/*/metrics.json")
+    record = json.loads(metrics.read_text())
+    assert record["arch"] == "conv" and record["code"]["commit"] is None  # not run from a checkout
