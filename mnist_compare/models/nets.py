@@ -29,9 +29,14 @@ def conv_pipe(
     n_out: int = 10,
     batch_norm: bool = False,
     dropout: float = 0.0,
+    channels_last: bool = True,
 ) -> nn.Sequential:
     """3x3 convs with ReLU, each optionally followed by max-pooling of size `pool[i]` (1: none),
-    then a one-hidden-layer MLP; the defaults are the study's ConvNet pipe."""
+    then a one-hidden-layer MLP; the defaults are the study's ConvNet pipe.
+
+    `channels_last` stores the conv weights (and so the activations) as NHWC, which oneDNN's
+    CPU convolutions run about 20% faster here; the numbers change only in the last bits
+    (summation order), which is why it is a config setting and part of a run's identity."""
     layers: list[nn.Module] = []
     n_in = 1
     for n_out_c, pad, size in zip(channels, padding, pool, strict=True):
@@ -43,7 +48,8 @@ def conv_pipe(
     features = nn.Sequential(*layers)
     with torch.no_grad():
         n_flat = features(torch.zeros(1, 1, 14, 14)).numel()
-    return nn.Sequential(*layers, mlp([n_flat, hidden, n_out], dropout=dropout, batch_norm=batch_norm))
+    pipe = nn.Sequential(*layers, mlp([n_flat, hidden, n_out], dropout=dropout, batch_norm=batch_norm))
+    return pipe.to(memory_format=torch.channels_last) if channels_last else pipe
 
 
 class DigitProbabilities(nn.Module):

@@ -7,6 +7,7 @@ leaves nothing behind. Each job's config is composed exactly as the sweeper will
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import re
@@ -233,10 +234,8 @@ class Preflight(Callback):
                 raise UserError(f"jobs `{seen[rid]}` and `{label}` are the same run (same resolved config): "
                                 "list each value once")
             seen[rid] = label
-            try:
+            with contextlib.suppress(OmegaConfBaseException):  # a trial number (Optuna) is known only at launch
                 jobs[label] = (rid, sweep_dir / str(cfg.hydra.sweep.subdir))
-            except OmegaConfBaseException:  # named by the job's number (Optuna trials): known only at launch
-                pass
         if sweep_dir.is_dir():
             check_sweep_dir(sweep_dir, jobs)
         LAUNCH.update(mode="multirun", dir=sweep_dir, jobs=len(jobs))
