@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_compare.paths import CONF_DIR
 from mnist_compare.results import DUPLICATE, FAILURE, METRICS, read_json, write_json
+from mnist_compare.run import progress
 from mnist_compare.run.errors import report
 from mnist_compare.run.fit import fit
 from mnist_compare.run.identity import finished_runs, group_id, identity_config, run_id
@@ -112,8 +113,9 @@ def main(cfg: DictConfig) -> float | None:
         write_json(out_dir / METRICS, record)
         best = f"; best epoch on test {record['best_test_acc']:.4f}, for comparison only" \
             if "best_test_acc" in record else ""
-        log.info("%s: test_acc %.4f (%s, epoch %d of %d%s) in %.1f s", job_label(cfg), record["test_acc"],
-                 record["selection"], record["delivered_epoch"], record["epochs"], best, record["train_time_s"])
+        sweep = progress.line(Path(HydraConfig.get().sweep.dir)) if HydraConfig.get().mode == RunMode.MULTIRUN else ""
+        log.info("%s: test_acc %.4f (%s, epoch %d of %d%s) in %.1f s%s", job_label(cfg), record["test_acc"],
+                 record["selection"], record["delivered_epoch"], record["epochs"], best, record["train_time_s"], sweep)
         return record.get("val_acc")
     finally:
         logging.getLogger().removeHandler(handler)

@@ -137,3 +137,20 @@ def test_ctrl_c_of_a_sweep_prints_the_command_that_resumes_it(tmp_path, mnist_di
     done = train(*resume)
     assert done.returncode == 0, done.stderr
     assert len(list(sweep.glob("*/metrics.json"))) == 8
+
+
+def test_progress_counts_done_and_failed_runs_and_estimates_the_rest(tmp_path, monkeypatch):
+    from mnist_compare.run import progress
+
+    monkeypatch.setattr(progress.time, "time", lambda: 1000.0)
+    progress.announce(total=10, already=2)
+    monkeypatch.setattr(progress.time, "time", lambda: 1120.0)  # 2 minutes later
+    for i in range(6):
+        (tmp_path / f"job{i}").mkdir()
+        (tmp_path / f"job{i}" / "metrics.json").write_text("{}")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "failure.json").write_text("{}")
+    # 4 new runs in 120 s, 3 left: 90 s
+    assert progress.line(tmp_path) == "  [6/10 done, 1 failed, ETA 90 s]"
+    monkeypatch.delenv(progress.ENV)
+    assert progress.line(tmp_path) == ""

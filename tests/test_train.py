@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -51,6 +52,8 @@ def test_all_twelve_combinations_run_with_fast_dev_run(tmp_path, mnist_dir):
         found[m["arch"], m["ws"], m["aux"]] = m
         assert m["n_params"] == PARAMS[m["arch"], m["ws"]] and m["epochs"] == 1
     assert set(found) == {(a, w, x) for a in ("shallow", "deep", "conv") for w in (True, False) for x in (0.0, 0.5)}
+    progress = re.findall(r"\[(\d+)/12 done, 0 failed", done.stdout)  # one progress mark per finished job
+    assert sorted(map(int, progress)) == list(range(1, 13)) and "[12/12 done, 0 failed]" in done.stdout
 
 
 def test_same_config_and_seed_give_identical_results(tmp_path, mnist_dir):

@@ -23,6 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from mnist_compare.data.mnist import default_data_dir, prepare_pooled
 from mnist_compare.errors import UserError
+from mnist_compare.run import progress
 from mnist_compare.run.fit import build_trainer, quiet_lightning
 from mnist_compare.run.identity import finished_runs, identity_config, run_id
 from mnist_compare.run.provenance import source_hash
@@ -175,9 +176,9 @@ def check_job(cfg: DictConfig, built: set[str], prepared: set[str]) -> str:
     return run_id(identity)
 
 
-def check_sweep_dir(sweep_dir: Path, jobs: dict[str, tuple[str, Path]]) -> None:
+def check_sweep_dir(sweep_dir: Path, jobs: dict[str, tuple[str, Path]]) -> int:
     """A resumed sweep may only continue runs made by this code, and never overwrite a
-    finished run of another config."""
+    finished run of another config; returns how many of its jobs are finished already."""
     done = finished_runs(sweep_dir)
     other_code = [r for _, r in done.values() if (r.get("code") or {}).get("source_hash") != source_hash()]
     if other_code:
@@ -192,6 +193,7 @@ def check_sweep_dir(sweep_dir: Path, jobs: dict[str, tuple[str, Path]]) -> None:
         if held is not None and held != rid:
             raise UserError(f"{folder} holds a finished run of another config than `{label}`: "
                             "give this sweep its own hydra.sweep.dir=... rather than overwrite it")
+    return sum(rid in done for rid, _ in jobs.values())
 
 
 class LaunchRefused(BaseException):
@@ -236,6 +238,6 @@ class Preflight(Callback):
             seen[rid] = label
             with contextlib.suppress(OmegaConfBaseException):  # a trial number (Optuna) is known only at launch
                 jobs[label] = (rid, sweep_dir / str(cfg.hydra.sweep.subdir))
-        if sweep_dir.is_dir():
-            check_sweep_dir(sweep_dir, jobs)
+        already = check_sweep_dir(sweep_dir, jobs) if sweep_dir.is_dir() else 0
         LAUNCH.update(mode="multirun", dir=sweep_dir, jobs=len(jobs))
+        progress.announce(len(jobs), already)
