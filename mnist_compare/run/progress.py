@@ -35,5 +35,5 @@ def line(sweep_dir: Path) -> str:
     eta = ""
     if new > 0 and left:
         seconds = (time.time() - sweep["start"]) / new * left
-        eta = f", ETA {seconds / 60:.0f} min" if seconds >= 60 else f", ETA {seconds:.0f} s"
+        eta = f", ETA {seconds / 60:.0f} min" if seconds >= 120 else f", ETA {seconds:.0f} s"
     return f"  [{done}/{total} done, {failed} failed{eta}]"
