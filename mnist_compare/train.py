@@ -10,72 +10,32 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from mnist_compare.paths import CONF_DIR
-from mnist_compare.results import DUPLICATE, FAILURE, METRICS, read_json, write_json
+from mnist_compare.results import FAILURE, METRICS, write_json
 from mnist_compare.run import progress
-from mnist_compare.run.errors import report
 from mnist_compare.run.fit import fit
-from mnist_compare.run.identity import finished_runs, group_id, identity_config, run_id
+from mnist_compare.run.identity import group_id, identity_config, run_id
+from mnist_compare.run.outcome import report
+from mnist_compare.run.preflight import LAUNCH
 from mnist_compare.run.provenance import code_version, library_versions
+from mnist_compare.run.resume import already_done, start_clean
 
 log = logging.getLogger("mnist_compare")
-LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 
 
 def job_label(cfg: DictConfig) -> str:
     arch = HydraConfig.get().runtime.choices.get("arch")
     return f"arch={arch} ws={str(cfg.ws).lower()} aux={cfg.aux} seed={cfg.seed}"
-
-
-def start_clean(cfg: DictConfig, out_dir: Path) -> logging.Handler:
-    """A (re)started job begins with an empty log: what an unfinished attempt left (TensorBoard
-    events, checkpoints, a failure record) would overlap the new one. Hydra's own record of the
-    job (`.hydra/`) is written here, by a job that trains, so finished jobs are never touched."""
-    for stale in ("tb", "checkpoints", ".hydra"):
-        shutil.rmtree(out_dir / stale, ignore_errors=True)
-    for stale in (FAILURE, DUPLICATE, "train.log"):
-        (out_dir / stale).unlink(missing_ok=True)
-    hydra_cfg = HydraConfig.get()
-    (out_dir / ".hydra").mkdir(parents=True)
-    OmegaConf.save(cfg, out_dir / ".hydra" / "config.yaml")
-    OmegaConf.save(OmegaConf.create({"hydra": hydra_cfg}), out_dir / ".hydra" / "hydra.yaml")
-    OmegaConf.save(list(hydra_cfg.overrides.task), out_dir / ".hydra" / "overrides.yaml")
-    handler = logging.FileHandler(out_dir / "train.log")
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    logging.getLogger().addHandler(handler)
-    return handler
-
-
-def already_done(cfg: DictConfig, out_dir: Path, rid: str) -> dict[str, Any] | None:
-    """The finished record of this run: in its own folder, or (a sweep resumed with another
-    spelling, e.g. an explicit default) in another folder of the same sweep."""
-    own = read_json(out_dir / METRICS)
-    if own and own.get("run_id") == rid:
-        return own
-    if HydraConfig.get().mode != RunMode.MULTIRUN:
-        return None
-    other = finished_runs(Path(HydraConfig.get().sweep.dir)).get(rid)
-    if other is None:
-        return None
-    folder, record = other
-    if not any(out_dir.iterdir()):
-        out_dir.rmdir()  # nothing of ours was written: leave no empty job folder behind
-    else:
-        write_json(out_dir / DUPLICATE, {"status": "duplicate", "of": str(folder)})
-    log.info("%s: same run as %s (already finished), skipped", job_label(cfg), folder)
-    return record
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
@@ -85,11 +45,12 @@ def main(cfg: DictConfig) -> float | None:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     config = identity_config(cfg)
     rid = run_id(config)
-    if (done := already_done(cfg, out_dir, rid)) is not None:
+    if (done := already_done(job_label(cfg), out_dir, rid)) is not None:
         if (out_dir / METRICS).exists():
             log.info("%s: already finished in %s, skipped", job_label(cfg), out_dir)
         return done.get("val_acc")
     handler = start_clean(cfg, out_dir)
+    code = code_version(config)  # taken before training: an edit made meanwhile is not this run's code
     try:
         epochs = "fast_dev_run" if cfg.trainer.get("fast_dev_run") else f"{cfg.trainer.max_epochs} epochs"
         log.info("%s: training %s -> %s", job_label(cfg), epochs.replace("1 epochs", "1 epoch"), out_dir)
@@ -107,7 +68,7 @@ def main(cfg: DictConfig) -> float | None:
         record = {
             "status": "finished", "arch": HydraConfig.get().runtime.choices.get("arch"), "ws": cfg.ws,
             "aux": float(cfg.aux), "seed": cfg.seed, **measured, "run_id": rid, "group_id": group_id(config),
-            "code": code_version(), "versions": library_versions(), "config": config,
+            "code": code, "versions": library_versions(), "config": config,
             "overrides": list(HydraConfig.get().overrides.task),
         }
         write_json(out_dir / METRICS, record)
@@ -122,16 +83,24 @@ def main(cfg: DictConfig) -> float | None:
         handler.close()
 
 
-# Config groups that may be switched off; Hydra spells that `~logger`, users write `logger=null`.
+# Config groups that may be switched off: `logger=null` reads as the group's `none` option
+# (Hydra itself refuses null for a group), in single runs and sweeps (`logger=null,tensorboard`).
 OPTIONAL_GROUPS = ("logger", "callbacks")
+
+
+def _null_as_none(arg: str) -> str:
+    key, _, value = arg.partition("=")
+    if key.lstrip("+") not in OPTIONAL_GROUPS:
+        return arg
+    return f"{key}=" + ",".join("none" if v.strip() == "null" else v for v in value.split(","))
 
 
 def cli() -> None:
     """Exceptions reach this process whole (HYDRA_FULL_ERROR) and are reported in one line:
     bad input exits 2, an interruption 130, a failed run 1."""
     os.environ["HYDRA_FULL_ERROR"] = "1"
-    sys.argv[1:] = [f"~{a.split('=')[0]}" if a in {f"{g}=null" for g in OPTIONAL_GROUPS} else a
-                    for a in sys.argv[1:]]
+    LAUNCH["argv"] = sys.argv[1:]
+    sys.argv[1:] = [_null_as_none(a) for a in sys.argv[1:]]
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         main()

@@ -78,11 +78,13 @@ def test_bad_input_is_one_clear_line_exit_2_and_no_folder(outcomes, name):
 
 def test_valid_sweep_syntax_and_logger_null_are_accepted(tmp_path, mnist_dir):
     sweep = tmp_path / "choice"
-    done = run_cli("mnist_compare.train", "-m", "arch=choice(shallow,conv)", "logger=null", "trainer=fast_dev_run",
-                   f"hydra.sweep.dir={sweep}")
+    done = run_cli("mnist_compare.train", "-m", "arch=choice(shallow,conv)", "logger=null,tensorboard",
+                   "trainer.max_epochs=1", "data.n_pairs=100", f"hydra.sweep.dir={sweep}")
     assert done.returncode == 0, done.stderr
     assert sorted(p.parent.name for p in sweep.glob("*/metrics.json")) == [
-        "arch=conv,logger=null,trainer=fast_dev_run", "arch=shallow,logger=null,trainer=fast_dev_run"]
+        f"arch={a},data.n_pairs=100,logger={g},trainer.max_epochs=1" for a in ("conv", "shallow")
+        for g in ("none", "tensorboard")]
+    assert not list(sweep.glob("*logger=none*/tb")) and len(list(sweep.glob("*logger=tensorboard*/tb"))) == 2
 
 
 def test_collector_on_a_directory_without_runs(tmp_path):

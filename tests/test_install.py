@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -11,10 +12,13 @@ from conftest import ROOT
 
 
 def test_a_plain_install_runs_from_another_folder(tmp_path, mnist_dir):
-    target, elsewhere = tmp_path / "site", tmp_path / "elsewhere"
+    target, elsewhere, source = tmp_path / "site", tmp_path / "elsewhere", tmp_path / "source"
     elsewhere.mkdir()
+    # a copy of the sources, so that the build's own folders never land in the checkout
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", "multirun", "outputs", "build",
+                                                                "*.egg-info", "__pycache__"))
     built = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                            "--target", str(target), str(ROOT)], capture_output=True, text=True, check=False,
+                            "--target", str(target), str(source)], capture_output=True, text=True, check=False,
                            timeout=300)
     assert built.returncode == 0, built.stderr[-2000:]
     assert (target / "mnist_compare" / "conf" / "train.yaml").is_file()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -72,7 +73,7 @@ def test_resume_refuses_runs_made_by_other_code(tmp_path, mnist_dir):
     finished[1].unlink()
     done = train(*args)
     assert done.returncode == 2
-    assert "finished runs made by other code" in done.stderr and "new hydra.sweep.dir" in done.stderr
+    assert "finished runs made by other code or libraries" in done.stderr and "new hydra.sweep.dir" in done.stderr
     assert not finished[1].exists()  # nothing trained
 
 
@@ -84,7 +85,8 @@ def test_records_say_which_code_and_libraries_made_them(tmp_path, mnist_dir):
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=False)
     if head.returncode == 0:
         assert m["code"]["commit"] == head.stdout.strip() and isinstance(m["code"]["dirty"], bool)
-    assert {"python", "torch", "pytorch_lightning", "hydra-core"} <= set(m["versions"])
+    assert {"python", "torch", "pytorch_lightning", "hydra", "omegaconf"} <= set(m["versions"])
+    assert m["code"]["user_modules"] == {}
     assert len(m["run_id"]) == 16 and m["threads"] == 1 and m["config"]["threads"] == 1
 
 
@@ -113,7 +115,7 @@ def test_ctrl_c_of_a_single_run_says_what_was_kept(tmp_path, mnist_dir):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
     lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("interrupted: ") and "nothing was kept" in lines[0], err
+    assert len(lines) == 1 and lines[0].startswith("interrupted: ") and "no metrics.json" in lines[0], err
     assert json.loads((out / "failure.json").read_text())["status"] == "interrupted"
     assert not (out / "metrics.json").exists()
 
@@ -133,7 +135,9 @@ def test_ctrl_c_of_a_sweep_prints_the_command_that_resumes_it(tmp_path, mnist_di
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("interrupted: "), err
     assert f"hydra.sweep.dir={sweep}" in lines[0] and "of 8 runs are finished and kept" in lines[0]
-    resume = lines[0].split("resume with: ")[1].split()[3:]  # drop `python -m mnist_compare.train`
+    resume = shlex.split(lines[0].split("resume with: ")[1])
+    assert resume[:3] == [sys.executable, "-m", "mnist_compare.train"]
+    resume = resume[3:]
     done = train(*resume)
     assert done.returncode == 0, done.stderr
     assert len(list(sweep.glob("*/metrics.json"))) == 8
@@ -154,3 +158,21 @@ def test_progress_counts_done_and_failed_runs_and_estimates_the_rest(tmp_path, m
     assert progress.line(tmp_path) == "  [6/10 done, 1 failed, ETA 90 s]"
     monkeypatch.delenv(progress.ENV)
     assert progress.line(tmp_path) == ""
+
+
+def test_resume_refuses_runs_made_by_an_edited_user_package(tmp_path, mnist_dir):
+    """The user's own code named by a `_target_` makes the numbers as much as ours."""
+    package = tmp_path / "userpkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("from mnist_compare.models import mlp as head\n")
+    sweep = tmp_path / "sweep"
+    args = ["-m", "seed=0,1", "arch.classifier._target_=userpkg.head", *QUICK, f"hydra.sweep.dir={sweep}"]
+    env = {"PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    assert train(*args, env=env).returncode == 0
+    record = json.loads(next(sweep.glob("*seed=0*/metrics.json")).read_text())
+    assert list(record["code"]["user_modules"]) == ["userpkg"]
+    next(sweep.glob("*seed=1*/metrics.json")).unlink()
+    (package / "__init__.py").write_text("from mnist_compare.models import mlp as head  # edited\n")
+    done = train(*args, env=env)
+    assert done.returncode == 2 and "made by other code or libraries" in done.stderr
+    assert not list(sweep.glob("*seed=1*/metrics.json"))

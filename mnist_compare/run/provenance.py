@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import importlib.util
 import platform
 import subprocess
 from importlib import metadata
@@ -40,9 +41,45 @@ def _git(*args: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
+# `_target_` modules that are not the user's own code (their versions are in `versions`).
+LIBRARIES = ("mnist_compare", "torch", "torchvision", "pytorch_lightning", "lightning", "hydra", "omegaconf",
+             "builtins", "functools")
+
+
+def _targets(tree: Any) -> set[str]:
+    if isinstance(tree, dict):
+        found = {str(tree["_target_"])} if "_target_" in tree else set()
+        return found.union(*(_targets(v) for v in tree.values()))
+    if isinstance(tree, list):
+        return set().union(*(_targets(v) for v in tree))
+    return set()
+
+
+def user_modules(config: dict[str, Any]) -> dict[str, str]:
+    """Hash of each package of the user's own named by a `_target_` (e.g. `mylab`): its code
+    makes the numbers as much as ours does."""
+    out = {}
+    for top in sorted({t.split(".")[0] for t in _targets(config)} - set(LIBRARIES)):
+        spec = importlib.util.find_spec(top)
+        if spec is None or spec.origin in (None, "built-in", "frozen") or "site-packages" in str(spec.origin):
+            continue
+        origin = Path(spec.origin)
+        files = sorted(origin.parent.rglob("*.py")) if origin.name == "__init__.py" else [origin]
+        digest = hashlib.sha256()
+        for path in files:
+            digest.update(f"{path.relative_to(origin.parent).as_posix()}\0".encode() + path.read_bytes())
+        out[top] = digest.hexdigest()[:16]
+    return out
+
+
+def code_version(config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Package version, source hash, the git commit and dirty flag when run from a checkout,
+    and the user's own packages named by the config; taken when a run starts."""
+    return {**_checkout(), "user_modules": user_modules(config or {})}
+
+
 @functools.lru_cache(maxsize=1)
-def code_version() -> dict[str, Any]:
-    """Package version, source hash, and the git commit and dirty flag when run from a checkout."""
+def _checkout() -> dict[str, Any]:
     top = _git("rev-parse", "--show-toplevel")
     in_checkout = top is not None and Path(top).resolve() == PACKAGE_DIR.parent
     status = _git("status", "--porcelain", "--untracked-files=no") if in_checkout else None
@@ -56,7 +93,16 @@ def code_version() -> dict[str, Any]:
 
 def library_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
-    for name in ("torch", "pytorch_lightning", "hydra-core", "omegaconf", "numpy"):
+    for key, dist in (("torch", "torch"), ("pytorch_lightning", "pytorch_lightning"), ("hydra", "hydra-core"),
+                      ("omegaconf", "omegaconf"), ("numpy", "numpy")):
         with contextlib.suppress(metadata.PackageNotFoundError):
-            versions[name] = metadata.version(name)
+            versions[key] = metadata.version(dist)
     return versions
+
+
+def fingerprint(code: dict[str, Any] | None, versions: dict[str, Any] | None) -> tuple:
+    """What must be equal for two results to share a sweep folder: our code, the user's own
+    code, and the libraries that compute (torch, Lightning)."""
+    code, versions = code or {}, versions or {}
+    return (code.get("source_hash"), tuple(sorted((code.get("user_modules") or {}).items())),
+            versions.get("torch"), versions.get("pytorch_lightning"))

@@ -37,11 +37,11 @@ def _interrupted() -> str:
     where = LAUNCH.get("dir")
     if LAUNCH.get("mode") != "multirun" or where is None:
         run = f" in {where}" if where else ""
-        return f"interrupted: the run{run} stopped before it finished; nothing was kept (no {METRICS}); " \
-               "run the same command again"
+        return f"interrupted: the run{run} stopped before it finished; no {METRICS} (its failure.json says " \
+               "interrupted; train.log and TensorBoard events are kept); run the same command again to train it anew"
     done = len(list(Path(where).glob(f"**/{METRICS}")))
-    args = [a for a in sys.argv[1:] if not a.startswith("hydra.sweep.dir=")]
-    again = shlex.join(["python", "-m", "mnist_compare.train", *args, f"hydra.sweep.dir={where}"])
+    args = [a for a in LAUNCH.get("argv", sys.argv[1:]) if not a.startswith("hydra.sweep.dir=")]
+    again = shlex.join([sys.executable, "-m", "mnist_compare.train", *args, f"hydra.sweep.dir={where}"])
     return f"interrupted: {done} of {LAUNCH.get('jobs', '?')} runs are finished and kept in {where}; " \
            f"resume with: {again}"
 
@@ -61,6 +61,7 @@ def report(e: BaseException) -> tuple[str | None, int]:
         return f"error: {' '.join(str(e).split())}", 2
     if isinstance(e, ConfigCompositionException):
         return _composition(e), 2
-    where = LAUNCH.get("dir")
-    see = f"; see failure.json under {where}" if where else ""
-    return f"error: a run failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}){see}", 1
+    where, first = LAUNCH.get("dir"), str(e).strip().splitlines()[0] if str(e).strip() else ""
+    if where is None:  # before any run started: Hydra's own set-up refused something
+        return f"error: the launch failed before any run started ({type(e).__name__}: {first})", 1
+    return f"error: a run failed ({type(e).__name__}: {first}); see failure.json under {where}", 1
