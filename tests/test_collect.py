@@ -17,10 +17,12 @@ from conftest import run_cli, train
 from scipy import special, stats
 from statsmodels.stats.multitest import multipletests
 
+from mnist_compare.collect import figures
 from mnist_compare.collect.__main__ import collect, main
 from mnist_compare.collect.runs import load_sweep, load_sweeps, newest_sweep
-from mnist_compare.collect.stats import paired_effects, summarise_groups
+from mnist_compare.collect.stats import paired_effects, summarise_groups, variant_effects
 from mnist_compare.errors import UserError
+from mnist_compare.run.identity import canonical, group_id
 
 T_975_4 = 2.7764451051977987  # Student t quantile, 4 degrees of freedom
 PARAMS = {("shallow", False): 208172, ("shallow", True): 104662, ("deep", False): 199942, ("deep", True): 100712,
@@ -62,6 +64,7 @@ def fake_run(root: Path, arch: str, ws: bool, aux: float, seed: int, acc: float,
         "test_acc": acc, "test_loss": 0.4, "test_aux_acc": 0.9, "test_rule_acc": 0.95, "train_acc": 0.99,
         "train_loss": 0.3, "train_time_s": 2.0, "config": config, "overrides": [],
         "run_id": hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16],
+        "group_id": group_id(canonical(config)),
         "selection": selection, "delivered_epoch": 2 if chosen else epochs,
         "code": {"version": "0.1.0", "commit": code * 3, "dirty": False, "source_hash": code * 4},
         "versions": {"torch": "2.14.1", "pytorch_lightning": "2.6.0", "hydra": "1.3.2"},
@@ -75,7 +78,7 @@ def fake_run(root: Path, arch: str, ws: bool, aux: float, seed: int, acc: float,
     else:
         record["best_test_acc"], record["best_epoch"] = acc + 0.01, 2
     if old:
-        for key in ("run_id", "code", "versions", "selection", "delivered_epoch", "status"):
+        for key in ("run_id", "group_id", "code", "versions", "selection", "delivered_epoch", "status"):
             record.pop(key)
     (root / name / "metrics.json").write_text(json.dumps(record))
     return root / name
@@ -399,3 +402,180 @@ def test_real_tiny_sweep(tmp_path, mnist_dir):
     assert "WS + aux 0.5" in (root / "paired_effects.csv").read_text()
     assert "no group runs the report's protocol" in (root / "results.md").read_text()
     assert (root / "curves.png").stat().st_size > 10_000
+
+
+ODD_RECORDS = {  # how a finished record is spoiled -> what the collector must say
+    "no ws": (lambda r: r.pop("ws"), "no ws"),
+    "epochs null": (lambda r: r.update(epochs=None), "epochs is null, not a count of epochs"),
+    "no test_acc": (lambda r: r.pop("test_acc"), "no test_acc"),
+    "test_acc text": (lambda r: r.update(test_acc="0.8"), 'test_acc is "0.8", not an accuracy in [0, 1]'),
+    "test_acc NaN": (lambda r: r.update(test_acc=float("nan")), "test_acc is NaN, not an accuracy in [0, 1]"),
+    "test_acc > 1": (lambda r: r.update(test_acc=81.0), "test_acc is 81.0, not an accuracy in [0, 1]"),
+    "no arch": (lambda r: r.pop("arch"), "no arch"),
+    "ws text": (lambda r: r.update(ws="true"), 'ws is "true", not true or false'),
+    "no aux": (lambda r: r.pop("aux"), "no aux"),
+    "aux null": (lambda r: r.update(aux=None), "aux is null, not a finite number"),
+    "no seed": (lambda r: r.pop("seed"), "no seed"),
+    "seed float": (lambda r: r.update(seed=1.5), "seed is 1.5, not an integer"),
+    "no config": (lambda r: r.pop("config"), "no config"),
+    "config list": (lambda r: r.update(config=[1]), "config is [1], not the resolved config"),
+    "n_params list": (lambda r: r.update(n_params=[1]), "n_params is [1], not a count of parameters"),
+    "history text": (lambda r: r.update(history={"test_acc": "high"}), "history is"),
+    "run_id list": (lambda r: r.update(run_id=["a"]), 'run_id is ["a"], not a string'),
+}
+
+
+def _spoil(job: Path, how) -> None:
+    record = json.loads((job / "metrics.json").read_text())
+    how(record)
+    (job / "metrics.json").write_text(json.dumps(record))
+
+
+@pytest.mark.parametrize("name", ODD_RECORDS)
+def test_an_odd_record_is_listed_as_invalid_with_its_reason(tmp_path, name):
+    how, reason = ODD_RECORDS[name]
+    for seed, acc in enumerate(BASE[:3]):
+        fake_run(tmp_path, "deep", False, 0.0, seed, acc)
+    _spoil(fake_run(tmp_path, "deep", False, 0.0, 3, 0.2), how)
+    loaded = load_sweep(tmp_path)
+    assert loaded.runs["test_acc"].tolist() == BASE[:3]  # never averaged
+    (problem,) = loaded.problems.to_dict("records")
+    assert problem["status"] == "invalid" and problem["job"] == "arch=deep,aux=0.0,seed=3,ws=False"
+    assert problem["detail"].startswith("metrics.json: ") and reason in problem["detail"]
+
+
+def test_odd_records_together_are_runs_left_out_not_a_traceback(tmp_path):
+    for seed, acc in enumerate(BASE[:3]):
+        fake_run(tmp_path, "deep", False, 0.0, seed, acc)
+    for seed, (how, _) in enumerate(ODD_RECORDS.values(), start=10):
+        _spoil(fake_run(tmp_path, "deep", True, 0.5, seed, 0.9), how)
+    md = re.sub(" +", " ", collect(tmp_path))
+    assert f"## Runs left out ({len(ODD_RECORDS)})" in md
+    assert md.count("| invalid |") == len(ODD_RECORDS) and "epochs is null, not a count of epochs" in md
+    assert pd.read_csv(tmp_path / "results.csv")["n"].tolist() == [3]
+
+
+def test_group_ids_come_from_the_record_or_the_identity_of_old_records(tmp_path):
+    fake_run(tmp_path, "deep", False, 0.0, 0, 0.8)
+    fake_run(tmp_path, "deep", False, 0, 1, 0.81, old=True, job="old1")  # aux=0, not 0.0: the same group
+    fake_run(tmp_path, "deep", False, 0.0, 2, 0.82, old=True, job="old2")
+    loaded = load_sweep(tmp_path)
+    config = json.loads((tmp_path / "arch=deep,aux=0.0,seed=0,ws=False" / "metrics.json").read_text())["config"]
+    assert set(loaded.runs["group_id"]) == {group_id(canonical(config))}
+    assert summarise_groups(loaded.runs, loaded.labels)["n"].tolist() == [3]
+
+
+VARIANT_GAIN = [0.01, -0.005, 0.02, 0.0, 0.015]
+
+
+def _precision_folders(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """An fp32 sweep, the same in bf16, and a variant module (an extra key) on fp32: seeds 0-4."""
+    fp32, bf16, warm = tmp_path / "fp32", tmp_path / "bf16", tmp_path / "warmup"
+    for seed, (acc, gain) in enumerate(zip(BASE, GAIN, strict=True)):
+        for ws, aux, cell in ((False, 0.0, acc), (True, 0.5, acc + gain)):
+            fake_run(fp32, "deep", ws, aux, seed, cell, **{"trainer.precision": "32-true"})
+            fake_run(bf16, "deep", ws, aux, seed, cell - 0.01 - 0.001 * seed, **{"trainer.precision": "bf16-mixed"})
+        fake_run(warm, "deep", True, 0.5, seed, acc + gain + VARIANT_GAIN[seed],
+                 **{"trainer.precision": "32-true", "model._target_": "mylab.module.WarmupAux",
+                    "model.warmup_epochs": 5})
+    return fp32, bf16, warm
+
+
+def test_variant_effects_pair_each_later_folder_with_the_first(tmp_path):
+    fp32, bf16, warm = _precision_folders(tmp_path)
+    loaded = load_sweeps([fp32, bf16, warm])
+    table, notes = variant_effects(loaded.runs, [str(fp32), str(bf16), str(warm)])
+    assert not notes
+    rows = table.to_dict("records")
+    assert [(r["variant"], r["ws"], r["aux"]) for r in rows] == [
+        (str(bf16), False, 0.0), (str(bf16), True, 0.5), (str(warm), True, 0.5)]
+    assert rows[0]["settings"] == rows[1]["settings"] == "trainer.precision: 32-true -> bf16-mixed"
+    assert rows[2]["settings"] == ("model._target_: (unset) -> mylab.module.WarmupAux; "
+                                   "model.warmup_epochs: (unset) -> 5")
+    diffs = [np.array([-0.01 - 0.001 * s for s in range(5)])] * 2 + [np.array(VARIANT_GAIN)]
+    for row, diff in zip(rows, diffs, strict=True):
+        assert row["n_pairs"] == 5 and row["mean_diff"] == pytest.approx(diff.mean())
+        half = T_975_4 * diff.std(ddof=1) / math.sqrt(5)
+        assert (row["ci95_low"], row["ci95_high"]) == pytest.approx((diff.mean() - half, diff.mean() + half))
+        assert row["p_ttest"] == pytest.approx(stats.ttest_1samp(diff, 0).pvalue)
+        assert row["p_wilcoxon"] == pytest.approx(stats.wilcoxon(diff).pvalue)
+    holm = multipletests([r["p_ttest"] for r in rows], method="holm")[1]  # one family: these three
+    assert [r["p_holm"] for r in rows] == pytest.approx(list(holm))
+    assert rows[0]["verdict"] == "loss (Holm p < 0.05)" and rows[2]["verdict"] == "not significant at 5% (Holm)"
+
+
+def test_variant_effects_are_written_with_several_folders(tmp_path):
+    fp32, bf16, warm = _precision_folders(tmp_path)
+    out = tmp_path / "out"
+    assert main([str(fp32), str(bf16), str(warm), "--out", str(out)]) == 0
+    table = pd.read_csv(out / "variant_effects.csv")
+    assert len(table) == 3 and table["settings"].str.contains(" -> ").all()
+    md = re.sub(" +", " ", (out / "results.md").read_text())
+    assert "## Variant effects: each later folder against the first" in md and f"Baseline: {fp32}." in md
+    assert f"| deep | false | 0 | {bf16} | trainer.precision: 32-true -> bf16-mixed | 5 | -0.0120 |" in md
+    assert "nan" not in md
+    single = tmp_path / "single"
+    fake_run(single, "deep", False, 0.0, 0, 0.8)
+    assert "Variant effects" not in collect(single) and not (single / "variant_effects.csv").exists()
+
+
+def test_the_closest_baseline_group_is_the_counterpart_and_a_tie_is_said(tmp_path):
+    base, closer, tie = tmp_path / "base", tmp_path / "closer", tmp_path / "tie"
+    for seed, acc in enumerate(BASE):
+        for lr in (0.001, 0.01):
+            fake_run(base, "conv", False, 0.0, seed, acc + lr, **{"model.optimizer.lr": lr})
+        fake_run(closer, "conv", False, 0.0, seed, acc + 0.01 + GAIN[seed],
+                 **{"model.optimizer.lr": 0.01, "trainer.precision": "bf16-mixed"})
+        fake_run(tie, "conv", False, 0.0, seed, acc, **{"model.optimizer.lr": 0.1})
+    loaded = load_sweeps([base, closer, tie])
+    table, notes = variant_effects(loaded.runs, [str(base), str(closer), str(tie)])
+    (row,) = table.to_dict("records")
+    assert row["settings"] == "trainer.precision: (unset) -> bf16-mixed"  # not also lr 0.001 -> 0.01
+    assert row["mean_diff"] == pytest.approx(np.mean(GAIN))
+    (note,) = notes
+    assert note.startswith(f"{tie}: arch=conv model.optimizer.lr=0.1 trainer.precision=(unset), WS off, aux off: "
+                           "2 baseline groups differ from it in 1 setting(s) each")
+    assert note.endswith("no single counterpart, not paired")
+
+
+def test_nothing_to_pair_across_folders_is_said(tmp_path):
+    base, other_seeds, other_cell, out = (tmp_path / n for n in ("base", "seeds", "cell", "out"))
+    for seed, acc in enumerate(BASE):
+        fake_run(base, "deep", False, 0.0, seed, acc)
+        fake_run(other_seeds, "deep", False, 0.0, seed + 10, acc, **{"trainer.precision": "bf16-mixed"})
+        fake_run(other_cell, "shallow", True, 0.5, seed, acc)
+    assert main([str(base), str(other_seeds), str(other_cell), "--out", str(out)]) == 0
+    md = (out / "results.md").read_text()
+    assert "Nothing to pair:" in md
+    assert (f"- {other_seeds}: arch=deep trainer.precision=bf16-mixed, WS off, aux off: 0 seed(s) in common with "
+            "its baseline counterpart (fewer than 2): no paired test (differs in trainer.precision: (unset) -> "
+            "bf16-mixed)") in md
+    assert f"- {other_cell}: arch=shallow" in md and "the baseline folder has no group with arch=shallow, ws=true, " \
+        "aux=0.5" in md
+
+
+def test_the_bars_start_low_enough_that_a_cell_below_chance_shows(tmp_path, monkeypatch):
+    for seed in range(3):
+        fake_run(tmp_path, "deep", False, 0.0, seed, 0.80 + seed / 100)
+        fake_run(tmp_path, "deep", False, 1.0, seed, 0.49 + seed / 200)  # aux w = 1: collapses to chance
+    loaded = load_sweep(tmp_path)
+    summary = summarise_groups(loaded.runs, loaded.labels)
+    drawn = []
+    monkeypatch.setattr(figures.plt, "close", drawn.append)
+    figures.bars_figure(tmp_path / "table1.png", summary, loaded.runs)
+    (ax,) = drawn[0].axes
+    low, high = ax.get_ylim()
+    collapsed = summary.loc[summary["aux"] == 1.0].iloc[0]
+    assert low == pytest.approx(collapsed["test_acc_mean"] - collapsed["test_acc_std"] - 0.05)
+    tops = sorted(p.get_y() + p.get_height() for p in ax.patches)
+    assert low < tops[0] == pytest.approx(0.495) and tops[-1] <= high  # every bar visible above the floor
+    assert any(list(line.get_ydata()) == [0.5, 0.5] for line in ax.lines)  # chance as a line, labelled
+    assert "chance (0.5)" in [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_no_file_cites_outside_the_repository():
+    here = Path(figures.__file__).parent
+    for path in here.iterdir():
+        if path.suffix in (".py", ".csv"):
+            assert "shared/" not in path.read_text(), path
+    assert (here.parents[1] / "docs" / "reference" / "original-study.md").exists()

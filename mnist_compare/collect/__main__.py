@@ -11,7 +11,7 @@ from pathlib import Path
 from mnist_compare.collect.figures import aux_curve_figure, bars_figure, curves_figure
 from mnist_compare.collect.report import write_tables
 from mnist_compare.collect.runs import load_sweeps, newest_sweep
-from mnist_compare.collect.stats import paired_effects, summarise_groups
+from mnist_compare.collect.stats import paired_effects, summarise_groups, variant_effects
 from mnist_compare.errors import UserError
 
 
@@ -29,7 +29,8 @@ def collect(roots: Path | Sequence[Path], out: Path | None = None) -> str:
     out.mkdir(parents=True, exist_ok=True)
     summary = summarise_groups(sweep.runs, sweep.labels)
     effects, notes = paired_effects(sweep.runs, sweep.labels)
-    md = write_tables(out, sweep, summary, effects, notes)
+    variants = variant_effects(sweep.runs, [str(r) for r in roots]) if len(roots) > 1 else None
+    md = write_tables(out, sweep, summary, effects, notes, variants)
     curves_figure(out / "curves.png", sweep.runs)
     bars_figure(out / "table1.png", summary, sweep.runs)
     aux_curve_figure(out / "aux_curve.png", summary, sweep.runs)
@@ -49,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"written to {out}: results.md/.csv/.tex, paired_effects.csv, runs.csv, curves.png, table1.png"
-          " (vs_report.md/.csv where the report's protocol was run; aux_curve.png for three or more aux weights)")
+          " (variant_effects.csv with several folders; vs_report.md/.csv where the report's protocol was run;"
+          " aux_curve.png for three or more aux weights)")
     return 0
 
 

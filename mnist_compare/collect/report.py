@@ -10,25 +10,9 @@ from typing import Any
 import pandas as pd
 
 from mnist_compare.collect import vs_report
+from mnist_compare.collect.fmt import DASH, num, pm
 from mnist_compare.collect.runs import Sweep, cell_name, show
-from mnist_compare.collect.stats import MIN_SEEDS, TOLERANCE
-
-DASH = "—"
-
-
-def _num(value: Any, spec: str = ".4f") -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return DASH
-    return format(value, spec)
-
-
-def _pm(mean: float, std: float) -> str:
-    """mean ± std; a std of 0 is said in words, one that does not exist (n = 1) is left out."""
-    if not math.isfinite(mean):
-        return DASH
-    if not math.isfinite(std):
-        return f"{mean:.4f}"
-    return f"{mean:.4f} (no variance)" if std <= TOLERANCE else f"{mean:.4f} ± {std:.4f}"
+from mnist_compare.collect.stats import MIN_SEEDS
 
 
 def summary_view(summary: pd.DataFrame, labels: list[str], one_kind: bool) -> pd.DataFrame:
@@ -37,19 +21,19 @@ def summary_view(summary: pd.DataFrame, labels: list[str], one_kind: bool) -> pd
     view["n"] = summary["n"]
     if not one_kind:
         view["delivered"] = summary["delivered"]
-    view["test acc"] = [_num(v) for v in summary["test_acc_mean"]]
-    view["std"] = [_num(v) for v in summary["test_acc_std"]]
+    view["test acc"] = [num(v) for v in summary["test_acc_mean"]]
+    view["std"] = [num(v) for v in summary["test_acc_std"]]
     view["95% interval"] = [DASH if not math.isfinite(lo) else f"[{lo:.4f}, {hi:.4f}]"
                             for lo, hi in zip(summary["ci95_low"], summary["ci95_high"], strict=True)]
     if summary["best_epoch_on_test_mean"].notna().any():
         view["best epoch on test (report's method, optimistic)"] = [
-            _pm(m, s) for m, s in zip(summary["best_epoch_on_test_mean"], summary["best_epoch_on_test_std"],
+            pm(m, s) for m, s in zip(summary["best_epoch_on_test_mean"], summary["best_epoch_on_test_std"],
                                       strict=True)]
     if summary["val_acc_mean"].notna().any():
-        view["val acc"] = [_num(v) for v in summary["val_acc_mean"]]
-    view["digit acc"] = [_num(v) for v in summary["test_aux_acc_mean"]]
-    view["params"] = [_num(v, ".0f") for v in summary["n_params"]]
-    view["s / run"] = [_num(v, ".1f") for v in summary["train_time_s_mean"]]
+        view["val acc"] = [num(v) for v in summary["val_acc_mean"]]
+    view["digit acc"] = [num(v) for v in summary["test_aux_acc_mean"]]
+    view["params"] = [num(v, ".0f") for v in summary["n_params"]]
+    view["s / run"] = [num(v, ".1f") for v in summary["train_time_s_mean"]]
     if summary["sweep"].nunique() > 1:
         view["sweep"] = summary["sweep"]
     view["note"] = summary["note"]
@@ -64,7 +48,7 @@ def table1(summary: pd.DataFrame) -> pd.DataFrame:
     same_n = summary["n"].nunique() == 1
     out: dict[str, dict[str, str]] = {}
     for r in summary.itertuples(index=False):
-        text = _pm(r.test_acc_mean, r.test_acc_std) + ("" if same_n else f" (n = {r.n})")
+        text = pm(r.test_acc_mean, r.test_acc_std) + ("" if same_n else f" (n = {r.n})")
         out.setdefault(r.context, {})[cell_name(r.ws, r.aux)] = text
     view = pd.DataFrame.from_dict(out, orient="index").reindex(columns=[cell_name(*c) for c in cells])
     kinds = summary.groupby("context", sort=False)["delivered"].agg(lambda s: "; ".join(sorted(set(s))))
@@ -83,7 +67,7 @@ def effects_view(effects: pd.DataFrame) -> pd.DataFrame:
                 [DASH if not math.isfinite(lo) else f"[{lo:+.4f}, {hi:+.4f}]"
                  for lo, hi in zip(effects["ci95_low"], effects["ci95_high"], strict=True)])
     for k in ("p_ttest", "p_wilcoxon", "p_holm"):
-        view.insert(view.columns.get_loc("verdict"), k, [_num(p, ".3g") for p in effects[k]])
+        view.insert(view.columns.get_loc("verdict"), k, [num(p, ".3g") for p in effects[k]])
     return view
 
 
@@ -106,12 +90,33 @@ def code_versions(runs: pd.DataFrame) -> str:
     return f"**The runs come from {len(counts)} code versions**: {listed}."
 
 
-def write_tables(out: Path, sweep: Sweep, summary: pd.DataFrame, effects: pd.DataFrame, notes: list[str]) -> str:
-    """Write results.md/.csv/.tex, paired_effects.csv, runs.csv and, where the report's protocol was
-    run, vs_report.md/.csv; return the Markdown of results.md."""
+def variant_section(sweep: Sweep, variants: pd.DataFrame, notes: list[str]) -> list[str]:
+    """results.md's lines on each later folder's groups against the first folder's."""
+    text = ["## Variant effects: each later folder against the first (same seed = same pairs)", "",
+            f"Baseline: {sweep.roots[0]}. Each group of a later folder is paired by seed with the baseline "
+            "folder's group of the same arch, ws and aux whose config differs from it in the fewest settings "
+            "(`key: baseline -> variant`; none where two tie). Mean difference (variant - baseline) of test "
+            "accuracy, its 95% CI (Student-t), paired t-test and Wilcoxon p-values, and the t-test p-value "
+            "Holm-adjusted over these comparisons (statsmodels). Differences without variance have no test and "
+            "count as not significant.", ""]
+    if variants.empty:
+        text.append("Nothing to pair:")
+    else:
+        text.append(effects_view(variants).to_markdown(index=False, disable_numparse=True))
+        text += ["", "Not paired:"] if notes else []
+    return [*text, *([""] if notes else []), *(f"- {n}" for n in notes)]
+
+
+def write_tables(out: Path, sweep: Sweep, summary: pd.DataFrame, effects: pd.DataFrame, notes: list[str],
+                 variants: tuple[pd.DataFrame, list[str]] | None = None) -> str:
+    """Write results.md/.csv/.tex, paired_effects.csv, runs.csv, with several folders
+    variant_effects.csv and, where the report's protocol was run, vs_report.md/.csv; return the
+    Markdown of results.md."""
     runs, labels = sweep.runs, sweep.labels
     summary.drop(columns=["group"]).to_csv(out / "results.csv", index=False)
     effects.to_csv(out / "paired_effects.csv", index=False)
+    if variants is not None:
+        variants[0].to_csv(out / "variant_effects.csv", index=False)
     keep = ["sweep", "run_id", *labels, "seed", "pair", "delivered", "selection", "delivered_epoch", "test_acc",
             "best_test_acc", "best_epoch", "val_acc", "test_aux_acc", "test_rule_acc", "train_acc", "n_params",
             "epochs", "train_time_s", "job"]
@@ -156,6 +161,7 @@ def write_tables(out: Path, sweep: Sweep, summary: pd.DataFrame, effects: pd.Dat
     if notes:
         text += ["", "Comparisons not made:"] if not effects.empty else []
         text += ["", *(f"- {n}" for n in notes)]
+    text += ["", *variant_section(sweep, *variants)] if variants is not None else []
     text += ["", "## Comparison with the report", "",
              "In [vs_report.md](vs_report.md)." if not compared.empty else f"None: {why_not}."]
     if not sweep.problems.empty:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Sequence
@@ -14,12 +13,11 @@ import numpy as np
 import pandas as pd
 
 from mnist_compare.errors import UserError
-from mnist_compare.results import FAILURE, METRICS, read_json
+from mnist_compare.results import DUPLICATE, FAILURE, METRICS, read_json
+from mnist_compare.run.identity import SEED_KEYS, canonical, group_id, run_id
 
-DUPLICATE = "duplicate.json"
-# Flattened config keys that never define a group: the seeds are what a group averages over and
-# what pairs runs across cells (data.seed fixes the pairs, seed the initialisation).
-SEED_KEYS = ("seed", "data.seed")
+# SEED_KEYS (flattened): never define a group; the seeds are what a group averages over and what
+# pairs runs across cells and folders (data.seed fixes the pairs, seed the initialisation).
 # Interpolations of ws and aux in conf/model/compare.yaml (`${ws}`, `${aux}`): hidden as labels
 # while they equal their source in every run, since ws and aux already show them.
 ALIASES = {"model.weight_sharing": "ws", "model.aux_loss_weight": "aux"}
@@ -57,21 +55,9 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _plain(value: Any) -> Any:
-    """Numbers as floats, so that `aux=0` and `aux=0.0` (two spellings of one run) compare equal."""
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return value
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return str(value)
-
-
-def canonical(flat: dict[str, Any]) -> str:
-    return json.dumps(_plain(flat), sort_keys=True)
+def config_key(flat: dict[str, Any]) -> str:
+    """One string per config, whatever the spelling of its numbers (`aux=0` and `aux=0.0`)."""
+    return json.dumps(canonical(flat), sort_keys=True, default=str)
 
 
 def show(value: Any) -> str:
@@ -97,8 +83,48 @@ def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _curves(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(c, list) and all(isinstance(v, int | float) and not isinstance(v, bool) for v in c)
+        for c in value.values())
+
+
+# What a finished run's record must hold to enter the statistics: (key, check, what it should be).
+REQUIRED = (
+    ("config", lambda v: isinstance(v, dict) and bool(v), "the resolved config"),
+    ("arch", lambda v: isinstance(v, str) and bool(v), "an architecture name"),
+    ("ws", lambda v: isinstance(v, bool), "true or false"),
+    ("aux", _finite, "a finite number"),
+    ("seed", lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    ("test_acc", lambda v: _finite(v) and 0 <= v <= 1, "an accuracy in [0, 1]"),
+)
+# Optional, but used when present: a wrong type is no finished run either.
+OPTIONAL = (
+    ("epochs", _count, "a count of epochs"),
+    ("max_epochs", _count, "a count of epochs"),
+    ("n_params", _count, "a count of parameters"),
+    ("selection", lambda v: isinstance(v, str), "a string"),
+    ("run_id", lambda v: isinstance(v, str) and bool(v), "a string"),
+    ("group_id", lambda v: isinstance(v, str) and bool(v), "a string"),
+    ("history", _curves, "curves of numbers by name"),
+)
+
+
+def invalid(record: dict[str, Any]) -> str | None:
+    """Why a record that says it finished is no valid finished run (None: it is one)."""
+    reasons = [f"no {key}" for key, _, _ in REQUIRED if key not in record]
+    reasons += [f"{key} is {json.dumps(record[key], default=str)[:60]}, not {what}"
+                for key, check, what in (*REQUIRED, *OPTIONAL) if key in record and not check(record[key])]
+    return "; ".join(reasons) or None
+
+
 def _read_job(sweep: str, root: Path, job: Path) -> tuple[dict[str, Any] | None, dict[str, str] | None]:
-    """(finished run, None) or (None, problem): only a complete, finite result enters the statistics."""
+    """(finished run, None) or (None, problem): only a complete, well-formed, finite result enters the
+    statistics; anything else is a problem with its reason, never a traceback."""
     where = {"sweep": sweep, "job": str(job.relative_to(root))}
     record, failure, duplicate = (read_json(job / n) for n in (METRICS, FAILURE, DUPLICATE))
     if duplicate is not None:  # the launch found this run finished elsewhere
@@ -111,24 +137,22 @@ def _read_job(sweep: str, root: Path, job: Path) -> tuple[dict[str, Any] | None,
         return None, {**where, "status": "missing", "detail": "no metrics.json (interrupted or running)"}
     if record.get("status", "finished") != "finished":
         return None, {**where, "status": str(record["status"]), "detail": "metrics.json not finished"}
+    if (why := invalid(record)) is not None:
+        return None, {**where, "status": "invalid", "detail": f"metrics.json: {why}"}
     if record.get("epochs", 0) < record.get("max_epochs", 1) and not record.get("stopped_early"):
         detail = f"{record.get('epochs')} of {record.get('max_epochs')} epochs"
         return None, {**where, "status": "incomplete", "detail": detail}
-    if not _finite(record.get("test_acc")):
-        return None, {**where, "status": "invalid", "detail": f"test_acc is {record.get('test_acc')}"}
-    # Records from before `config` was written: what they do say.
-    config = record.get("config") or {"arch": {"name": record.get("arch")}, "ws": record.get("ws"),
-                                      "aux": record.get("aux"), "seed": record.get("seed")}
+    config = canonical(record["config"])
     flat = flatten(config)
     row = {k: v for k, v in record.items() if k != "config"}
     row.update(where)
     row.update({
         "flat": flat,
-        "config_id": canonical(flat),
-        "run_id": record.get("run_id") or "config:" + hashlib.sha256(canonical(flat).encode()).hexdigest()[:12],
-        "group_id": canonical({k: v for k, v in flat.items() if k not in SEED_KEYS}),
+        "config_id": config_key(flat),
+        "run_id": record.get("run_id") or run_id(config),
+        "group_id": record.get("group_id") or group_id(config),
         "pair": " ".join(f"{k}={show(flat.get(k, record.get(k)))}" for k in SEED_KEYS),
-        "ws": bool(record["ws"]),
+        "ws": record["ws"],
         "aux": float(record["aux"]),
         "selection": record.get("selection") or LAST_EPOCH,  # records before model selection existed
     })

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import special, stats
 from statsmodels.stats.multitest import multipletests
 
-from mnist_compare.collect.runs import cell_name
+from mnist_compare.collect.runs import UNSET, cell_name, show
+from mnist_compare.run.identity import SEED_KEYS
 
 ALPHA = 0.05
 MIN_SEEDS = 3  # below this a group gets no interval: a t quantile on 1 degree of freedom is 12.7
@@ -154,26 +157,105 @@ def paired_effects(runs: pd.DataFrame, labels: list[str]) -> tuple[pd.DataFrame,
                              "(fewer than 2): no paired test")
                 continue
             diff = (cells[cell][common] - cells[base][common]).to_numpy(float)
-            row = {**{k: group.iloc[0][k] for k in context}, "effect": _effect_name(cell, base),
-                   "baseline": cell_name(*base), "n_pairs": len(diff), "mean_diff": diff.mean()}
-            if no_variance(diff):
-                row.update(ci95_low=math.nan, ci95_high=math.nan, p_ttest=math.nan, p_wilcoxon=math.nan,
-                           status=f"no variance: every seed differs by {diff[0]:+.4f}; no test, not significant")
-            else:
-                low, high = t_interval(diff)
-                p_t, p_w = _pvalues(diff)
-                row.update(ci95_low=low, ci95_high=high, p_ttest=p_t, p_wilcoxon=p_w,
-                           status="" if math.isfinite(p_t) else "t-test gave no p-value")
-            rows.append(row)
-    table = pd.DataFrame(rows)
-    if not table.empty:
-        tested = np.isfinite(table["p_ttest"].to_numpy(float))
-        family = np.where(tested, table["p_ttest"].to_numpy(float), 1.0)  # untested: never significant
-        _, adjusted, _, _ = multipletests(family, alpha=ALPHA, method="holm")
-        table["p_holm"] = np.where(tested, adjusted, math.nan)
-        table["verdict"] = [
-            status or (f"{'gain' if d > 0 else 'loss'} (Holm p < {ALPHA:g})" if p < ALPHA
-                       else f"not significant at {ALPHA:.0%} (Holm)")
-            for status, d, p in zip(table.pop("status"), table["mean_diff"], table["p_holm"], strict=True)
-        ]
-    return table, notes
+            rows.append({**{k: group.iloc[0][k] for k in context}, "effect": _effect_name(cell, base),
+                         "baseline": cell_name(*base), **_paired_test(diff)})
+    return _holm(pd.DataFrame(rows)), notes
+
+
+def _paired_test(diff: np.ndarray) -> dict[str, Any]:
+    """n, mean, 95% CI, paired t and Wilcoxon p of seed-paired differences; none where they have no
+    variance (the t statistic is 0/0 or a constant over 0), with the reason in `status`."""
+    row: dict[str, Any] = {"n_pairs": len(diff), "mean_diff": diff.mean()}
+    if no_variance(diff):
+        return {**row, "ci95_low": math.nan, "ci95_high": math.nan, "p_ttest": math.nan, "p_wilcoxon": math.nan,
+                "status": f"no variance: every seed differs by {diff[0]:+.4f}; no test, not significant"}
+    low, high = t_interval(diff)
+    p_t, p_w = _pvalues(diff)
+    return {**row, "ci95_low": low, "ci95_high": high, "p_ttest": p_t, "p_wilcoxon": p_w,
+            "status": "" if math.isfinite(p_t) else "t-test gave no p-value"}
+
+
+def _holm(table: pd.DataFrame) -> pd.DataFrame:
+    """Holm-adjust the t-test p-values of one family (an untested row counts as p = 1, never
+    significant) and replace `status` by a verdict."""
+    if table.empty:
+        return table
+    tested = np.isfinite(table["p_ttest"].to_numpy(float))
+    family = np.where(tested, table["p_ttest"].to_numpy(float), 1.0)  # untested: never significant
+    _, adjusted, _, _ = multipletests(family, alpha=ALPHA, method="holm")
+    table["p_holm"] = np.where(tested, adjusted, math.nan)
+    table["verdict"] = [
+        status or (f"{'gain' if d > 0 else 'loss'} (Holm p < {ALPHA:g})" if p < ALPHA
+                   else f"not significant at {ALPHA:.0%} (Holm)")
+        for status, d, p in zip(table.pop("status"), table["mean_diff"], table["p_holm"], strict=True)
+    ]
+    return table
+
+
+def _settings(run: pd.Series) -> dict[str, Any]:
+    """A run's flattened config (canonical already), seeds aside: what makes its group."""
+    return {k: v for k, v in run["flat"].items() if k not in SEED_KEYS}
+
+
+def _changes(base: dict[str, Any], variant: dict[str, Any]) -> list[str]:
+    """`key: baseline -> variant` for every setting in which two configs differ (unset counts as a value)."""
+    return [f"{k}: {show(base[k]) if k in base else UNSET} -> {show(variant[k]) if k in variant else UNSET}"
+            for k in sorted(set(base) | set(variant)) if base.get(k, UNSET) != variant.get(k, UNSET)]
+
+
+def _counterpart(first: pd.Series, bases: list[pd.DataFrame]) -> tuple[pd.DataFrame | None, str]:
+    """The baseline group paired with a group whose first run is `first`, or None and why not."""
+    cell = (first["arch"], first["ws"], first["aux"])
+    same = [(len(_changes(_settings(g.iloc[0]), _settings(first))), g) for g in bases
+            if (g.iloc[0]["arch"], g.iloc[0]["ws"], g.iloc[0]["aux"]) == cell]
+    if not same:
+        return None, f"the baseline folder has no group with arch={first['arch']}, ws={show(first['ws'])}, " \
+                     f"aux={show(first['aux'])}"
+    fewest = min(n for n, _ in same)
+    tied = [g for n, g in same if n == fewest]
+    if len(tied) > 1:
+        return None, (f"{len(tied)} baseline groups differ from it in {fewest} setting(s) each "
+                      f"({'; '.join(g.iloc[0]['context'] for g in tied)}): no single counterpart, not paired")
+    return tied[0], ""
+
+
+def variant_effects(runs: pd.DataFrame, folders: Sequence[str]) -> tuple[pd.DataFrame, list[str]]:
+    """Each group of a later folder against its counterpart in the first folder (the baseline), seed by
+    seed; and, for every group that could not be paired, why.
+
+    Counterpart: the baseline folder's group with the same arch, ws and aux whose config (seeds aside)
+    differs from the group's in the fewest keys, a key set in one and not the other counting as a
+    difference; where two tie, none (picking one would be a choice, not a pairing). One Holm family
+    over these comparisons, with the rules of `paired_effects`: every comparison with at least two
+    seed pairs counts, one without variance as p = 1.
+    """
+    baseline, *later = folders
+    groups = list(runs.groupby(["sweep", "group_id"], sort=False)) if not runs.empty else []
+    bases = [g for (folder, _), g in groups if folder == baseline]
+    rows, notes = [], []
+    if not bases:
+        notes.append(f"the baseline folder {baseline} has no finished run: nothing to pair with")
+    for folder in later:
+        mine = [g for (f, _), g in groups if f == folder]
+        if not mine:
+            notes.append(f"{folder}: no finished run")
+        for group in mine if bases else []:
+            first = group.iloc[0]
+            name = f"{folder}: {first['context']}, {cell_name(first['ws'], first['aux'])}"
+            base, why = _counterpart(first, bases)
+            if base is None:
+                notes.append(f"{name}: {why}")
+                continue
+            changes = _changes(_settings(base.iloc[0]), _settings(first))
+            a, b = base.set_index("pair")["test_acc"], group.set_index("pair")["test_acc"]
+            common = a.index.intersection(b.index)
+            if len(common) < 2:
+                how = f"differs in {'; '.join(changes)}" if changes else \
+                    "the same settings as the baseline: its runs were pooled with the baseline's group"
+                notes.append(f"{name}: {len(common)} seed(s) in common with its baseline counterpart "
+                             f"(fewer than 2): no paired test ({how})")
+                continue
+            diff = (b[common] - a[common]).to_numpy(float)
+            rows.append({"arch": first["arch"], "ws": first["ws"], "aux": first["aux"], "variant": folder,
+                         "settings": "; ".join(changes) or "(none)", **_paired_test(diff)})
+    return _holm(pd.DataFrame(rows)), notes

@@ -8,10 +8,11 @@ from typing import Any
 
 import pandas as pd
 
+from mnist_compare.collect.fmt import DASH, pm
 from mnist_compare.collect.runs import LAST_EPOCH, UNSET, cell_name, show
 
 REFERENCE = Path(__file__).with_name("report_2019.csv")
-# The report's training protocol (shared/reference/protocol.md) as flattened config keys; a group
+# The report's training protocol (docs/reference/original-study.md) as flattened config keys; a group
 # compares with the report only when its config has every one of them, with this value.
 PROTOCOL: dict[str, Any] = {
     "trainer.max_epochs": 50,
@@ -45,12 +46,8 @@ def _differences(flat: dict[str, Any], n_params: Any, selection: str, ref_params
     return out
 
 
-def _pm(mean: float, std: float) -> str:
-    return "—" if not math.isfinite(mean) else f"{mean:.4f}" + (f" ± {std:.4f}" if math.isfinite(std) else "")
-
-
 def _signed(z: float) -> str:
-    return "—" if not math.isfinite(z) else f"{z:+.1f}".replace("-0.0", "+0.0")
+    return DASH if not math.isfinite(z) else f"{z:+.1f}".replace("-0.0", "+0.0")
 
 
 def compare(summary: pd.DataFrame, runs: pd.DataFrame, labels: list[str]) -> tuple[pd.DataFrame, str]:
@@ -58,7 +55,8 @@ def compare(summary: pd.DataFrame, runs: pd.DataFrame, labels: list[str]) -> tup
 
     diff/SE: our last-epoch mean minus the report's, over the standard error of a difference of two
     independent means, sqrt(s_report²/n_report + s_ours²/n_ours): about 2 in either direction is
-    the noise band of a faithful re-run (protocol.md).
+    the noise band of a faithful re-run (the report's means and stds: docs/reference/original-study.md,
+    Table 1).
     """
     ref = reference().set_index(["arch", "ws", "aux"])
     extra = [c for c in labels if c not in ("arch", "ws", "aux")]
@@ -96,12 +94,12 @@ def markdown(table: pd.DataFrame) -> str:
     view = pd.DataFrame({
         "arch": table["arch"], "cell": table["cell"],
         **({"settings": table["settings"]} if "settings" in table else {}),
-        "report (n = 10)": [_pm(m, s) for m, s in zip(table["report_mean"], table["report_std"], strict=True)],
+        "report (n = 10)": [pm(m, s) for m, s in zip(table["report_mean"], table["report_std"], strict=True)],
         "n": table["n"],
-        "ours, last epoch": [_pm(m, s) for m, s in zip(table["last_epoch_mean"], table["last_epoch_std"],
+        "ours, last epoch": [pm(m, s) for m, s in zip(table["last_epoch_mean"], table["last_epoch_std"],
                                                         strict=True)],
         "ours, best epoch on test (report's method, optimistic)": [
-            _pm(m, s) for m, s in zip(table["best_epoch_on_test_mean"], table["best_epoch_on_test_std"], strict=True)
+            pm(m, s) for m, s in zip(table["best_epoch_on_test_mean"], table["best_epoch_on_test_std"], strict=True)
         ],
         "diff (last - report)": [f"{d:+.4f}" for d in table["diff"]],
         "diff / SE": [_signed(z) for z in table["diff_over_se"]],
