@@ -64,6 +64,8 @@ def test_the_collected_comparison_sets_the_variant_beside_the_study(ran):
     assert runs.count("mylab.module.WarmupAux") == 6
     results = (where / "multirun" / "warmup-vs-table1" / "results.md").read_text()
     assert "warmup_epochs" in results
+    variants = (where / "multirun" / "warmup-vs-table1" / "variant_effects.csv").read_text().splitlines()
+    assert len(variants) == 1 + 2 and all(",3," in line and "WarmupAux" in line for line in variants[1:])
 
 
 def test_a_misspelt_external_name_lists_what_hydra_sees(mnist_dir, tmp_path):
