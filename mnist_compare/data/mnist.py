@@ -196,17 +196,22 @@ def _read_cache(cache: Path) -> dict[str, torch.Tensor] | None:
 def prepare_pooled(data_dir: Path) -> Path:
     """Build the pooled 14x14 cache once per data directory, or rebuild a bad one (under the
     lock, so that parallel jobs never read a half-written file)."""
+    return _prepared(data_dir)[0]
+
+
+def _prepared(data_dir: Path) -> tuple[Path, dict[str, torch.Tensor]]:
+    """The cache's path and its content, read under the same lock that (re)built it."""
     from torchvision.datasets.mnist import read_image_file, read_label_file
 
     folder = _writable_dir(Path(data_dir) / "MNIST", data_dir)
     cache = folder / POOLED_NAME
     with _locked(folder):
         if cache.exists():
-            if _read_cache(cache) is not None:
-                return cache
+            if (pooled := _read_cache(cache)) is not None:
+                return cache, pooled
             log.warning("%s is unreadable or not made from the verified MNIST files: rebuilding it", cache)
         raw = ensure_raw(Path(data_dir))
-        pooled: dict = {
+        pooled = {
             "version": POOLED_VERSION,
             "raw_sha256": {name: sha256(raw / name) for name in SHA256},  # of the files actually read
             "train_input": _pool(read_image_file(str(raw / "train-images-idx3-ubyte"))),
@@ -218,7 +223,7 @@ def prepare_pooled(data_dir: Path) -> Path:
         tmp = cache.with_suffix(f".tmp-{os.getpid()}")
         torch.save(pooled, tmp)
         os.replace(tmp, cache)
-    return cache
+    return cache, pooled
 
 
 @functools.lru_cache(maxsize=4)
@@ -227,9 +232,4 @@ def load_pooled(data_dir: str | None = None) -> dict[str, torch.Tensor]:
     folder = Path(data_dir).expanduser() if data_dir else default_data_dir()
     cache = folder / "MNIST" / POOLED_NAME
     pooled = _read_cache(cache) if cache.exists() else None
-    if pooled is None:
-        prepare_pooled(folder)
-        pooled = _read_cache(cache)
-        if pooled is None:
-            raise RuntimeError(f"{cache} was rebuilt but does not read back: check the disk")
-    return pooled
+    return pooled if pooled is not None else _prepared(folder)[1]
