@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 
 from mnist_compare.paths import CONF_DIR
 from mnist_compare.results import FAILURE, METRICS, write_json
-from mnist_compare.run import progress
+from mnist_compare.run import cluster, progress
 from mnist_compare.run.fit import fit
 from mnist_compare.run.identity import group_id, identity_config, run_id
 from mnist_compare.run.outcome import report
@@ -54,8 +54,11 @@ def main(cfg: DictConfig) -> float | None:
     try:
         epochs = "fast_dev_run" if cfg.trainer.get("fast_dev_run") else f"{cfg.trainer.max_epochs} epochs"
         log.info("%s: training %s -> %s", job_label(cfg), epochs.replace("1 epochs", "1 epoch"), out_dir)
+        cluster.prepare_job(cfg, out_dir)  # on SLURM: threads, and what its signals mean
         try:
             measured = fit(cfg, out_dir)
+        except cluster.JobStopped:  # SLURM stopped it: the signal handler wrote its failure.json
+            raise
         except BaseException as e:
             interrupted = isinstance(e, KeyboardInterrupt)
             write_json(out_dir / FAILURE, {
@@ -72,6 +75,7 @@ def main(cfg: DictConfig) -> float | None:
             "overrides": list(HydraConfig.get().overrides.task),
         }
         write_json(out_dir / METRICS, record)
+        cluster.job_finished(out_dir)
         best = f"; best epoch on test {record['best_test_acc']:.4f}, for comparison only" \
             if "best_test_acc" in record else ""
         sweep = progress.line(Path(HydraConfig.get().sweep.dir)) if HydraConfig.get().mode == RunMode.MULTIRUN else ""

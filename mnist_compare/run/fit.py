@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from mnist_compare.models.module import CompareModule
+from mnist_compare.run import cluster
 
 
 def quiet_lightning() -> None:
@@ -49,15 +50,18 @@ def fit(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     model: CompareModule = instantiate(cfg.model, _recursive_=False)
     datamodule = instantiate(cfg.data)
     trainer, _ = build_trainer(cfg, out_dir)
+    ckpt_path = cluster.resume_point(trainer, cfg, out_dir)  # a run stopped on the way continues
     started = time.perf_counter()
     try:
-        trainer.fit(model, datamodule=datamodule)
-    except SystemExit:  # Lightning turns Ctrl-C into exit(1) after its graceful shutdown
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except SystemExit as e:  # Lightning turns Ctrl-C into exit(1) after its graceful shutdown
+        if isinstance(e, cluster.JobStopped):  # SLURM stopped the job; its record is written
+            raise
         if trainer.interrupted:
             signal.signal(signal.SIGINT, signal.default_int_handler)  # it also ignores further Ctrl-C
             raise KeyboardInterrupt from None
         raise
-    train_time = time.perf_counter() - started
+    train_time = time.perf_counter() - started + cluster.earlier_train_time_s(trainer)
     if trainer.interrupted:
         raise KeyboardInterrupt
     chooser = next((c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None)), None)

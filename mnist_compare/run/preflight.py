@@ -23,13 +23,14 @@ from omegaconf.errors import OmegaConfBaseException
 
 from mnist_compare.data.mnist import default_data_dir, prepare_pooled
 from mnist_compare.errors import UserError
-from mnist_compare.run import progress
+from mnist_compare.run import cluster, progress
 from mnist_compare.run.fit import build_trainer, quiet_lightning
 from mnist_compare.run.identity import finished_runs, identity_config, run_id
 from mnist_compare.run.provenance import code_version, fingerprint, library_versions, source_hash
 
 # The settings the program reads at the top level; anything else (e.g. `+aux_weight=0.5`) is a slip.
-TOP_LEVEL = ("arch", "ws", "aux", "seed", "threads", "data", "model", "trainer", "logger", "callbacks")
+TOP_LEVEL = ("arch", "ws", "aux", "seed", "threads", "checkpoint_after_s", "data", "model", "trainer", "logger",
+             "callbacks")
 MONITORED = ("val/acc", "val/loss")  # what the module logs for callbacks to monitor
 LAUNCH: dict[str, Any] = {}  # mode, dir and job count of this process's launch, for its closing line
 
@@ -57,6 +58,7 @@ def check_settings(cfg: DictConfig) -> None:
     threads = cfg.get("threads")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise UserError(f"threads={threads!r} is not allowed: use an integer >= 1, e.g. threads=1")
+    cluster.checkpoint_after_s(cfg)
     epochs = cfg.trainer.get("max_epochs")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise UserError(

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_compare.errors import UserError
 from mnist_compare.results import DUPLICATE, FAILURE, METRICS, read_json, write_json
+from mnist_compare.run import cluster
 from mnist_compare.run.identity import finished_runs
 
 log = logging.getLogger("mnist_compare")
@@ -23,10 +24,14 @@ def start_clean(cfg: DictConfig, out_dir: Path) -> logging.Handler:
     """A (re)started job begins with an empty log: what an unfinished attempt left (TensorBoard
     events, checkpoints, a failure record) would overlap the new one. Hydra's own record of the
     job (`.hydra/`) is written here, by a job that trains, so finished jobs are never touched."""
-    for stale in ("tb", "checkpoints", ".hydra"):
-        shutil.rmtree(out_dir / stale, ignore_errors=True)
-    for stale in (FAILURE, DUPLICATE, "train.log"):
-        (out_dir / stale).unlink(missing_ok=True)
+    if cluster.resumable(cfg, out_dir):  # it continues from its last.ckpt, which rewrites its log
+        shutil.rmtree(out_dir / ".hydra", ignore_errors=True)
+        (out_dir / FAILURE).unlink(missing_ok=True)
+    else:
+        for stale in ("tb", "checkpoints", ".hydra"):
+            shutil.rmtree(out_dir / stale, ignore_errors=True)
+        for stale in (FAILURE, DUPLICATE, "train.log", cluster.LAST):
+            (out_dir / stale).unlink(missing_ok=True)
     hydra_cfg = HydraConfig.get()
     (out_dir / ".hydra").mkdir(parents=True)
     OmegaConf.save(cfg, out_dir / ".hydra" / "config.yaml")
