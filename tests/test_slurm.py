@@ -162,11 +162,14 @@ def test_requeue_cancel_and_time_limit_as_a_cluster_delivers_them(tmp_path, slur
             wait_for(f"seed {seed}'s last.ckpt", lambda: folder(seed) and (folder(seed) / "last.ckpt").exists())
             freeze(job[seed])
 
-        for seed in (0, 1):  # the two cores run seeds 0 and 1 first
-            stop_after_first_saved_epoch(seed)
-        # SLURM's warning before a time limit (submitit's sbatch --signal=USR2@120), then the limit
-        # itself: already past (SLURM checks limits every 30 s; the rest goes on meanwhile)
+        stop_after_first_saved_epoch(0)  # the two cores run seeds 0 and 1 first
+        # seed 1: SLURM's warning before a time limit (submitit's sbatch --signal=USR2@120), noted
+        # while it trains on, then the limit itself: already past (SLURM checks limits every 30 s;
+        # the rest goes on meanwhile)
+        wait_for("seed 1's last.ckpt", lambda: folder(1) and (folder(1) / "last.ckpt").exists())
         slurm_cmd("scancel", "--signal=USR2", job[1])
+        wait_for("seed 1's note of the warning", lambda: "time limit near" in (folder(1) / "train.log").read_text())
+        freeze(job[1])
         slurm_cmd("scontrol", "update", f"JobId={job[1]}", "TimeLimit=0")
         slurm_cmd("scontrol", "requeue", job[0])
         assert wait_for("seed 0's record", lambda: record(folder(0), "failure.json"))["status"] == "requeued"
@@ -200,8 +203,8 @@ def check_and_rerun(args: list[str], folder: Callable[[int], Path], uninterrupte
     assert "attempt 2" in log and "resuming from" in log
     assert m["history"] == uninterrupted["history"] and m["test_acc"] == uninterrupted["test_acc"]
     assert m["epochs"] == 4 and all(len(v) == 4 for v in m["history"].values())
-    assert logged_steps(folder(0), "test/acc") == [(e, pytest.approx(a)) for e, a in
-                                                    enumerate(m["history"]["test_acc"])]
+    assert logged_steps(folder(0), "val/acc") == [(e + 1, pytest.approx(a)) for e, a in
+                                                   enumerate(m["history"]["val_acc"])]
     # seeds 1 and 2: recorded as SLURM ended them, their last saved epoch kept for the re-run
     for seed in (1, 2):
         assert not (folder(seed) / "metrics.json").exists() and (folder(seed) / "last.ckpt").exists()
@@ -253,7 +256,7 @@ def test_killed_run_resumes_from_its_last_epoch_as_if_never_stopped(tmp_path, un
     m = json.loads((run / "metrics.json").read_text())
     assert m["history"] == uninterrupted["history"] and m["test_acc"] == uninterrupted["test_acc"]
     assert set(m) == set(uninterrupted) and not (run / "last.ckpt").exists()
-    assert logged_steps(run, "test/acc") == [(e, pytest.approx(a)) for e, a in enumerate(m["history"]["test_acc"])]
+    assert logged_steps(run, "val/acc") == [(e + 1, pytest.approx(a)) for e, a in enumerate(m["history"]["val_acc"])]
 
 
 @pytest.mark.parametrize(("scontrol", "squeue", "sacct", "status"), [

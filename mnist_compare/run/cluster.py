@@ -150,7 +150,9 @@ def prepare_job(cfg: DictConfig, out_dir: Path) -> None:
     if job_id is None:
         return
     cpus = os.environ.get("SLURM_CPUS_PER_TASK")
-    if cfg.get("threads") is None and cpus and cpus.isdigit():
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+    elif cpus and cpus.isdigit():
         # without a CPU-binding plugin torch would start one thread per core of the whole node
         torch.set_num_threads(int(cpus))
     _progress.update(epochs=0, checkpoint_epochs=None)
@@ -288,7 +290,7 @@ class ResumeCheckpoint(Checkpoint):
         for epoch in range(max(len(v) for v in history.values())):
             metrics = {k: v[epoch] for k, v in history.items() if len(v) > epoch}
             for logger in trainer.loggers:
-                logger.log_metrics(metrics, step=epoch)
+                logger.log_metrics(metrics, step=epoch + 1)  # epochs counted from 1, as everywhere
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._rng is not None:  # here, not at load: nothing may draw between this and the epoch
