@@ -167,3 +167,22 @@ def test_optuna_search_optimises_validation_accuracy(tmp_path, mnist_dir):
     runs = [json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")]
     assert len(runs) == 2
     assert f"best_value: {max(r['val_acc'] for r in runs)}" in best
+
+
+def test_help_lists_the_main_knobs_with_examples():
+    done = train("--help")
+    assert done.returncode == 0, done.stderr
+    for text in ("== Main knobs", "aux=W", "seed=N", "threads=N", "hydra/launcher=", "== Examples ==",
+                 "arch: best, conv, deep, shallow"):
+        assert text in done.stdout, text
+
+
+def test_lightning_srun_hint_is_not_printed_where_srun_exists(tmp_path, mnist_dir):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (fake / "srun").chmod(0o755)
+    env = {"PATH": f"{fake}{os.pathsep}{os.environ['PATH']}"}
+    done = train("trainer.max_epochs=1", "data.n_pairs=100", f"hydra.run.dir={tmp_path / 'run'}", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "srun" not in done.stdout + done.stderr
