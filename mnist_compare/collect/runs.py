@@ -14,7 +14,7 @@ import pandas as pd
 
 from mnist_compare.errors import UserError
 from mnist_compare.results import DUPLICATE, FAILURE, METRICS, read_json
-from mnist_compare.run.identity import SEED_KEYS, canonical, group_id, run_id
+from mnist_compare.run.identity import SEED_KEYS, canonical, flatten, group_id, run_id
 
 # SEED_KEYS (flattened): never define a group; the seeds are what a group averages over and what
 # pairs runs across cells and folders (data.seed fixes the pairs, seed the initialisation).
@@ -42,17 +42,6 @@ def newest_sweep(base: Path = Path("multirun")) -> Path:
     if not sweeps:
         raise UserError(f"no sweep found under {base}/: run a sweep first or pass its directory")
     return max(sweeps, key=lambda p: (p / "multirun.yaml").stat().st_mtime)
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested config -> {"data.seed": 0, ...}; lists stay values."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def config_key(flat: dict[str, Any]) -> str:

@@ -18,6 +18,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from mnist_compare.models.module import CompareModule
 from mnist_compare.run import cluster
+from mnist_compare.run.identity import flatten
 
 
 def quiet_lightning() -> None:
@@ -89,8 +90,9 @@ def fit(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     if trainer.logger is not None and model.final:  # the once-scored test figures, at the delivered epoch
         trainer.logger.log_metrics({f"test/{k}": v for k, v in model.final["test"].items()}, step=delivered)
     if trainer.logger is not None:  # TensorBoard's HPARAMS tab: settings beside the delivered figures
+        settings = flatten(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
         trainer.logger.log_hyperparams(
-            _flat(OmegaConf.to_container(cfg, resolve=True)),
+            {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in settings.items()},
             {f"hp/{k}": record[k] for k in ("test_acc", "val_acc") if k in record},
         )
     return record
@@ -112,13 +114,4 @@ def figures(history: dict[str, list[float]], final: dict[str, dict[str, float]])
         best = max(range(len(test_acc)), key=test_acc.__getitem__)
         out["best_test_acc"], out["best_epoch"] = test_acc[best], best + 1
     out["history"] = {k.replace("/", "_"): v for k, v in history.items()}
-    return out
-
-
-def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(tree, dict):
-        return {prefix.rstrip("."): tree if isinstance(tree, int | float | str | bool) else str(tree)}
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        out.update(_flat(value, f"{prefix}{key}."))
     return out

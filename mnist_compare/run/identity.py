@@ -34,6 +34,27 @@ def canonical(value: Any) -> Any:
     return value
 
 
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config -> {"data.seed": 0, ...}; lists stay values."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def targets(tree: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """(dotted key, value) of every `_target_` in a plain config tree, lists included."""
+    if isinstance(tree, list):
+        return [t for i, v in enumerate(tree) for t in targets(v, f"{prefix}{i}.")]
+    if not isinstance(tree, dict):
+        return []
+    found = [(f"{prefix}_target_", str(tree["_target_"]))] if "_target_" in tree else []
+    return found + [t for k, v in tree.items() for t in targets(v, f"{prefix}{k}.")]
+
+
 def _drop(tree: dict[str, Any], dotted: str) -> None:
     *parents, leaf = dotted.split(".")
     for p in parents:

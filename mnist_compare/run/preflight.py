@@ -25,7 +25,7 @@ from mnist_compare.data.mnist import default_data_dir, prepare_pooled
 from mnist_compare.errors import UserError
 from mnist_compare.run import cluster, progress
 from mnist_compare.run.fit import build_trainer, quiet_lightning
-from mnist_compare.run.identity import finished_runs, identity_config, run_id
+from mnist_compare.run.identity import finished_runs, identity_config, run_id, targets
 from mnist_compare.run.provenance import code_version, fingerprint, library_versions, source_hash
 
 # The settings the program reads at the top level; anything else (e.g. `+aux_weight=0.5`) is a slip.
@@ -85,18 +85,6 @@ def _chain(e: BaseException | None) -> list[BaseException]:
     return out
 
 
-def _targets(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    """(dotted key, value) of every `_target_` in a config tree, the user's spelling of each."""
-    if isinstance(node, DictConfig):
-        node = OmegaConf.to_container(node, resolve=False)
-    if not isinstance(node, dict):
-        return []
-    out = [(f"{prefix}_target_", node["_target_"])] if "_target_" in node else []
-    for key, value in node.items():
-        out += _targets(value, f"{prefix}{key}.")
-    return out
-
-
 def _target_error(e: BaseException, where: str, cfg: DictConfig) -> UserError:
     """One line for a config that does not build: a `_target_` that does not import, or a
     constructor that refuses its arguments (the innermost error says which)."""
@@ -108,7 +96,8 @@ def _target_error(e: BaseException, where: str, cfg: DictConfig) -> UserError:
     locating = next((x for x in chain if "Error locating target" in str(x)), None)
     if locating is not None:
         target = re.search(r"Error locating target '([^']+)'", str(locating)).group(1)  # type: ignore[union-attr]
-        key = next((k for k, v in _targets(cfg) if v == target), f"{where}._target_")
+        mine = targets(OmegaConf.to_container(cfg, resolve=False))  # the user's spelling: arch.pipe, not model.pipe
+        key = next((k for k, v in mine if v == target), f"{where}._target_")
         return UserError(f"{key}={target} cannot be imported ({reason}): check that its module is "
                          "installed or on PYTHONPATH and that the name is spelt right")
     return UserError(f"{where} does not build ({reason}): check its settings")

@@ -14,22 +14,26 @@ from typing import Any
 
 import mnist_compare
 from mnist_compare.paths import CONF_DIR
+from mnist_compare.run.identity import targets
 
 PACKAGE_DIR = Path(mnist_compare.__file__).resolve().parent
+
+
+def _hash_files(files: list[tuple[Path, Path]]) -> str:
+    """Hash of (base, path) files: each relative path and content, so that a rename counts."""
+    digest = hashlib.sha256()
+    for base, path in files:
+        digest.update(f"{path.relative_to(base).as_posix()}\0".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 @functools.lru_cache(maxsize=1)
 def source_hash() -> str:
     """Hash of the package's Python files and configs: equal code gives equal numbers, whatever
     the git state (a README edit does not change it, an uncommitted code edit does)."""
-    digest = hashlib.sha256()
-    for base, pattern in ((PACKAGE_DIR, "*.py"), (CONF_DIR, "*.yaml")):
-        for path in sorted(base.rglob(pattern)):
-            if "__pycache__" in path.parts:
-                continue
-            digest.update(f"{path.relative_to(base).as_posix()}\0".encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+    return _hash_files([(base, p) for base, pattern in ((PACKAGE_DIR, "*.py"), (CONF_DIR, "*.yaml"))
+                        for p in sorted(base.rglob(pattern)) if "__pycache__" not in p.parts])
 
 
 def _git(*args: str) -> str | None:
@@ -46,29 +50,17 @@ LIBRARIES = ("mnist_compare", "torch", "torchvision", "pytorch_lightning", "ligh
              "builtins", "functools")
 
 
-def _targets(tree: Any) -> set[str]:
-    if isinstance(tree, dict):
-        found = {str(tree["_target_"])} if "_target_" in tree else set()
-        return found.union(*(_targets(v) for v in tree.values()))
-    if isinstance(tree, list):
-        return set().union(*(_targets(v) for v in tree))
-    return set()
-
-
 def user_modules(config: dict[str, Any]) -> dict[str, str]:
     """Hash of each package of the user's own named by a `_target_` (e.g. `mylab`): its code
     makes the numbers as much as ours does."""
     out = {}
-    for top in sorted({t.split(".")[0] for t in _targets(config)} - set(LIBRARIES)):
+    for top in sorted({t.split(".")[0] for _, t in targets(config)} - set(LIBRARIES)):
         spec = importlib.util.find_spec(top)
         if spec is None or spec.origin in (None, "built-in", "frozen") or "site-packages" in str(spec.origin):
             continue
         origin = Path(spec.origin)
         files = sorted(origin.parent.rglob("*.py")) if origin.name == "__init__.py" else [origin]
-        digest = hashlib.sha256()
-        for path in files:
-            digest.update(f"{path.relative_to(origin.parent).as_posix()}\0".encode() + path.read_bytes())
-        out[top] = digest.hexdigest()[:16]
+        out[top] = _hash_files([(origin.parent, f) for f in files])
     return out
 
 
