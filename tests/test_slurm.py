@@ -124,7 +124,13 @@ def test_study_sweep_runs_through_sbatch_as_one_job_array(tmp_path, slurm):
     (script,) = sweep.glob(".submitit/*/*_submission.sh")  # one sbatch: one array of 12 tasks
     assert "#SBATCH --array=0-11%12" in script.read_text()
     array = script.parent.name
-    states = slurm_cmd("sacct", "-n", "-X", "-P", "-j", array, "-o", "JobID,State").splitlines()
+    # submitit returns once every result file is written; a task's process may still be exiting,
+    # so SLURM's accounting can say RUNNING for a moment longer: wait for the final states
+    def final_states() -> list[str] | None:
+        rows = slurm_cmd("sacct", "-n", "-X", "-P", "-j", array, "-o", "JobID,State").splitlines()
+        return None if any(r.endswith(("|PENDING", "|RUNNING", "|COMPLETING")) for r in rows) else rows
+
+    states = wait_for("the array's final states", final_states, timeout=60)
     assert sorted(states) == sorted(f"{array}_{i}|COMPLETED" for i in range(12))
     # job states come from sacct (the cluster's accounting): no warning from submitit's polls
     assert "sacct" not in done.stdout + done.stderr and "Bypassing" not in done.stdout + done.stderr
