@@ -82,3 +82,13 @@ def test_non_finite_training_loss_fails_the_run():
     model._train_sums = [torch.tensor([float("nan"), 50.0, 100.0, 50.0, 100.0])]
     with pytest.raises(FloatingPointError, match="non-finite training loss"):
         model.on_train_epoch_end()
+
+
+def test_allocator_keeps_freed_memory_on_glibc():
+    """`fit` asks glibc to keep large freed buffers (the ConvNet's per-epoch evaluation pays
+    page faults otherwise); on this project's Linux machines the request must take."""
+    import platform
+
+    from mnist_compare.run.allocator import keep_freed_memory
+
+    assert keep_freed_memory() is (platform.libc_ver()[0] == "glibc")

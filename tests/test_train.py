@@ -8,7 +8,9 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, run_cli, train
@@ -186,3 +188,23 @@ def test_lightning_srun_hint_is_not_printed_where_srun_exists(tmp_path, mnist_di
     done = train("trainer.max_epochs=1", "data.n_pairs=100", f"hydra.run.dir={tmp_path / 'run'}", env=env)
     assert done.returncode == 0, done.stderr
     assert "`srun` command" not in done.stdout + done.stderr and "HINT" not in done.stdout + done.stderr
+
+
+def test_a_finished_run_has_flushed_and_closed_its_tensorboard_log(tmp_path, mnist_dir):
+    """The figures logged after training (HPARAMS, test) are on disk, and no file of the run is
+    still open, when `fit` returns, in a process that goes on to other runs (a sweep's worker,
+    the benchmark), not only once it exits."""
+    from hydra import compose, initialize_config_dir
+
+    from mnist_compare.paths import CONF_DIR
+    from mnist_compare.run.fit import fit
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", ["trainer.max_epochs=1", "data.n_pairs=200", f"data.data_dir={mnist_dir}"])
+    threads = set(threading.enumerate())
+    record = fit(cfg, tmp_path)
+    assert set(threading.enumerate()) <= threads  # no log writer left behind (it flushes every 2 min)
+    open_files = [os.readlink(fd) for fd in Path("/proc/self/fd").iterdir() if fd.is_symlink()]
+    assert not [f for f in open_files if f.startswith(str(tmp_path))]
+    events = EventAccumulator(str(tmp_path / "tb")).Reload()
+    assert [e.value for e in events.Scalars("hp/test_acc")] == pytest.approx([record["test_acc"]])

@@ -18,6 +18,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from mnist_compare.models.module import CompareModule
 from mnist_compare.run import cluster
+from mnist_compare.run.allocator import keep_freed_memory
 from mnist_compare.run.identity import flatten
 
 
@@ -45,6 +46,7 @@ def build_trainer(cfg: DictConfig, out_dir: Path | None) -> tuple[pl.Trainer, li
 def fit(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Train; return the record's measured part (metrics.json adds identity and provenance)."""
     quiet_lightning()
+    keep_freed_memory()
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     pl.seed_everything(cfg.seed, verbose=False)  # the seed also fixes the pairs, through the data module
@@ -95,6 +97,9 @@ def fit(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in settings.items()},
             {f"hp/{k}": record[k] for k in ("test_acc", "val_acc") if k in record},
         )
+        # Lightning closed the log after training; the figures above reopened it. Close it again,
+        # or its writer thread lives on in a sweep's worker and flushes into the folder later.
+        trainer.logger.finalize("success")
     return record
 
 
