@@ -1,11 +1,16 @@
 """Benchmarks: our Lightning training path against a minimal raw PyTorch loop doing the same work.
 
     python -m mnist_compare.bench runs  [--arch shallow deep conv] [--repeats 5] [--threads 1]
-    python -m mnist_compare.bench sweep [--jobs 2] [--seeds 10]
+    python -m mnist_compare.bench sweep [--jobs 2] [--seeds 10] [override ...]
+    python -m mnist_compare.bench gpu   [--jobs 8] [--out gpu-benchmark]
 
 `runs` alternates, in one process, the real path (`mnist_compare.run.fit.fit`: Trainer, data
 module, TensorBoard logging) and the raw loop on the same seed, and prints the medians and
-their ratio. `sweep` times the whole Table-1 sweep as a user runs it.
+their ratio. `sweep` times the whole Table-1 sweep as a user runs it (extra overrides, e.g.
+trainer.precision=bf16-mixed, are passed on). `gpu` is the prepared GPU benchmark: the
+fast_dev_run sweep with `accelerator=auto` (every run must land on the GPU), the whole Table-1
+study on the GPU with `--jobs` runs at a time, its Table 1 paired with the published CPU one,
+and a ConvNet run repeated with and without `trainer.deterministic=true`.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from mnist_compare.data import generate_pair_sets
 from mnist_compare.models.module import counts, mixed_loss
 from mnist_compare.models.nets import PairNet
 from mnist_compare.paths import CONF_DIR
+from mnist_compare.run import progress
 from mnist_compare.run.allocator import keep_freed_memory
 from mnist_compare.run.fit import fit
 
@@ -139,18 +145,104 @@ def bench_runs(args: argparse.Namespace) -> None:
           f"{args.threads} thread(s), torch {torch.__version__}")
 
 
+TABLE1 = ["arch=shallow,deep,conv", "ws=true,false", "aux=0,0.5"]
+
+
+def timed_sweep(out: Path, overrides: list[str], jobs: int) -> tuple[float, list[dict]]:
+    """Run a sweep into `out` as a user would; its wall time and its runs' records."""
+    cmd = [sys.executable, "-m", "mnist_compare.train", "-m", *overrides, f"hydra.sweep.dir={out}"]
+    cmd += [f"hydra.launcher.n_jobs={jobs}"] if jobs > 1 else ["hydra/launcher=basic"]
+    print(" ".join(cmd), flush=True)
+    started = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - started
+    return wall, [json.loads(p.read_text()) for p in sorted(out.glob("*/metrics.json"))]
+
+
+def progress_line_cost_ms(sweep_dir: Path, repeats: int = 20) -> float:
+    """What the progress suffix costs each job at the end of this sweep (all its result files there)."""
+    os.environ[progress.ENV] = json.dumps({"total": 120, "already": 0, "start": time.time() - 60})
+    try:
+        started = time.perf_counter()
+        for _ in range(repeats):
+            progress.line(sweep_dir)
+        return (time.perf_counter() - started) / repeats * 1e3
+    finally:
+        del os.environ[progress.ENV]
+
+
 def bench_sweep(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as out:
-        cmd = [sys.executable, "-m", "mnist_compare.train", "-m", "arch=shallow,deep,conv", "ws=true,false",
-               "aux=0,0.5", f"seed=range({args.seeds})", f"hydra.sweep.dir={out}"]
-        cmd += [f"hydra.launcher.n_jobs={args.jobs}"] if args.jobs > 1 else ["hydra/launcher=basic"]
-        print(" ".join(cmd), flush=True)
-        started = time.perf_counter()
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-        wall = time.perf_counter() - started
-        times = [json.loads(p.read_text())["train_time_s"] for p in Path(out).glob("*/metrics.json")]
-    print(f"sweep: {len(times)} runs in {wall:.0f} s wall ({wall / 60:.1f} min); "
-          f"sum of per-run training times {sum(times):.0f} s; {args.jobs} parallel job(s), {os.cpu_count()} cores")
+        wall, records = timed_sweep(Path(out), [*TABLE1, f"seed=range({args.seeds})", *args.overrides], args.jobs)
+        cost = progress_line_cost_ms(Path(out))
+    train = sum(r["train_time_s"] for r in records)
+    print(f"sweep: {len(records)} runs in {wall:.0f} s wall ({wall / 60:.1f} min); sum of per-run training times "
+          f"{train:.0f} s; {args.jobs} parallel job(s), {os.cpu_count()} cores\n"
+          f"progress line: {cost:.2f} ms per job with all {len(records)} results in the folder "
+          f"({cost * len(records) / 1e3 / train:.4%} of the training time)")
+
+
+def refuse(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def bench_gpu(args: argparse.Namespace) -> None:
+    """Everything the GPU figures need, from one command, into `args.out` (summary.txt beside the
+    sweeps). No GPU has been lent to this project yet: these figures are not measured."""
+    out = Path(args.out)
+    if not torch.cuda.is_available():
+        refuse("no CUDA GPU is visible here (torch.cuda.is_available() is False): run it on a machine with one")
+    if out.exists() and any(out.iterdir()):
+        refuse(f"{out} is not empty: give a new --out DIR")
+    out.mkdir(parents=True, exist_ok=True)
+
+    def say(line: str) -> None:  # each figure kept as soon as it is measured
+        print(line, flush=True)
+        with (out / "summary.txt").open("a") as f:
+            f.write(line + "\n")
+
+    say(f"# {torch.cuda.get_device_name(0)}, torch {torch.__version__} (CUDA {torch.version.cuda}), "
+        f"{os.cpu_count()} CPU cores, {args.jobs} runs at a time on the one GPU")
+
+    # 1. the default accelerator=auto, through the parallel launcher: every run must use the GPU
+    wall, records = timed_sweep(out / "fast_dev_run", [*TABLE1, "trainer=fast_dev_run"], args.jobs)
+    devices = sorted({r["device"] for r in records})
+    say(f"fast_dev_run sweep, accelerator=auto: {len(records)} runs in {wall:.0f} s, devices {devices}"
+        f" -> {'OK' if devices and all(d.startswith('cuda') for d in devices) else 'NOT ALL ON THE GPU'}")
+    # 2. the whole study on the GPU (accelerator=gpu: its own identity, paired with the CPU runs)
+    table1 = out / "table1"
+    wall, records = timed_sweep(table1, [*TABLE1, f"seed=range({args.seeds})", "trainer.accelerator=gpu"],
+                                args.jobs)
+    say(f"Table-1 study on the GPU: {len(records)} runs in {wall:.0f} s wall ({wall / 60:.1f} min); "
+        f"sum of per-run training times {sum(r['train_time_s'] for r in records):.0f} s")
+    collect = [sys.executable, "-m", "mnist_compare.collect"]
+    subprocess.run([*collect, str(table1)], check=True, stdout=subprocess.DEVNULL)
+    cpu = Path(__file__).resolve().parent.parent / "docs" / "results" / "table1"
+    if cpu.is_dir():  # each cell's seed-paired difference from the published CPU runs
+        subprocess.run([*collect, str(cpu), str(table1), "--out", str(out / "gpu_vs_cpu")], check=True,
+                       stdout=subprocess.DEVNULL)
+        say(f"GPU against CPU, per cell: {out / 'gpu_vs_cpu' / 'results.md'}")
+    # 3. reproducibility on the GPU, and what trainer.deterministic=true costs
+    for deterministic in (False, True):
+        runs = []
+        for repeat in (1, 2):
+            run_dir = out / "repeat" / f"deterministic={deterministic},{repeat}"
+            cmd = [sys.executable, "-m", "mnist_compare.train", "arch=conv", "ws=true", "aux=0.5", "seed=0",
+                   "trainer.accelerator=gpu", f"trainer.deterministic={str(deterministic).lower()}",
+                   f"hydra.run.dir={run_dir}"]
+            done = subprocess.run(cmd, check=False, capture_output=True, text=True)
+            if done.returncode != 0:  # e.g. an operation without a deterministic CUDA kernel
+                runs.append({"error": (done.stderr.strip().splitlines() or ["no message"])[-1]})
+            else:
+                runs.append(json.loads((run_dir / "metrics.json").read_text()))
+        setting = f"conv seed 0 twice, trainer.deterministic={str(deterministic).lower()}"
+        if "error" in runs[0] or "error" in runs[1]:
+            say(f"{setting}: failed: {runs[0].get('error') or runs[1].get('error')}")
+            continue
+        same = runs[0]["history"] == runs[1]["history"]
+        say(f"{setting}: histories {'identical' if same else 'DIFFER'}; training "
+            f"{runs[0]['train_time_s']:.1f} s and {runs[1]['train_time_s']:.1f} s")
 
 
 def main() -> None:
@@ -166,8 +258,13 @@ def main() -> None:
     sweep = sub.add_parser("sweep", help="time the whole Table-1 sweep")
     sweep.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel runs (default: cores)")
     sweep.add_argument("--seeds", type=int, default=10)
+    sweep.add_argument("overrides", nargs="*", help="passed on to every run, e.g. trainer.precision=bf16-mixed")
+    gpu = sub.add_parser("gpu", help="the GPU figures: placement, the whole study, reproducibility")
+    gpu.add_argument("--jobs", type=int, default=8, help="runs at a time on the one GPU (default: 8)")
+    gpu.add_argument("--seeds", type=int, default=10)
+    gpu.add_argument("--out", default="gpu-benchmark", help="an empty or new folder (default: gpu-benchmark)")
     args = parser.parse_args()
-    bench_runs(args) if args.mode == "runs" else bench_sweep(args)
+    {"runs": bench_runs, "sweep": bench_sweep, "gpu": bench_gpu}[args.mode](args)
 
 
 if __name__ == "__main__":

@@ -143,21 +143,40 @@ def test_ctrl_c_of_a_sweep_prints_the_command_that_resumes_it(tmp_path, mnist_di
     assert len(list(sweep.glob("*/metrics.json"))) == 8
 
 
+def _result(folder, name: str, when: float) -> None:
+    folder.mkdir()
+    (folder / name).write_text("{}")
+    os.utime(folder / name, (when, when))
+
+
 def test_progress_counts_done_and_failed_runs_and_estimates_the_rest(tmp_path, monkeypatch):
     from mnist_compare.run import progress
 
     monkeypatch.setattr(progress.time, "time", lambda: 1000.0)
     progress.announce(total=10, already=2)
     monkeypatch.setattr(progress.time, "time", lambda: 1120.0)  # 2 minutes later
-    for i in range(6):
-        (tmp_path / f"job{i}").mkdir()
-        (tmp_path / f"job{i}" / "metrics.json").write_text("{}")
-    (tmp_path / "bad").mkdir()
-    (tmp_path / "bad" / "failure.json").write_text("{}")
-    # 4 new runs in 120 s, 3 left: 90 s
-    assert progress.line(tmp_path) == "  [6/10 done, 1 failed, ETA 90 s]"
+    for i in range(6):  # 2 finished before this launch, 4 by it
+        _result(tmp_path / f"job{i}", "metrics.json", 900.0 if i < 2 else 1000.0 + 30 * i)
+    _result(tmp_path / "bad", "failure.json", 1100.0)
+    # 5 jobs ended in 120 s of this launch, 3 left: 72 s
+    assert progress.line(tmp_path) == "  [6/10 done, 1 failed, ETA 72 s]"
     monkeypatch.delenv(progress.ENV)
     assert progress.line(tmp_path) == ""
+
+
+def test_progress_eta_follows_the_pace_of_the_latest_jobs(tmp_path, monkeypatch):
+    """The Table-1 sweep's order: 80 short MLP jobs, then 40 ConvNet jobs ten times longer."""
+    from mnist_compare.run import progress
+
+    monkeypatch.setattr(progress.time, "time", lambda: 1000.0)
+    progress.announce(total=100, already=0)
+    for i in range(20):  # a job a second
+        _result(tmp_path / f"mlp{i}", "metrics.json", 1001.0 + i)
+    for i in range(12):  # then one every 10 s
+        _result(tmp_path / f"conv{i}", "metrics.json", 1030.0 + 10 * i)
+    monkeypatch.setattr(progress.time, "time", lambda: 1140.0)
+    # 68 left at 10 s each (the average since the start, 140 s / 32, would say 5 min)
+    assert progress.line(tmp_path) == "  [32/100 done, 0 failed, ETA 11 min]"
 
 
 def test_resume_refuses_runs_made_by_an_edited_user_package(tmp_path, mnist_dir):

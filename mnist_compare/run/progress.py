@@ -2,8 +2,9 @@
 
 The launching process states the sweep (total, runs already finished, start time) in an
 environment variable that its job processes inherit (joblib workers, SLURM jobs); a job then
-counts the result files of the sweep folder, which costs about a millisecond for hundreds of
-jobs, so the line costs nothing to the runs and adds no line to the console.
+counts and dates the result files of the sweep folder (about a millisecond for the 120 jobs of
+the Table-1 sweep: `python -m mnist_compare.bench sweep` measures it), so the line costs the
+runs nothing and adds no line to the console.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from mnist_compare.results import FAILURE, METRICS
 
 ENV = "MNIST_COMPARE_SWEEP"
+WINDOW = 10  # jobs whose pace the ETA assumes for the rest
 
 
 def announce(total: int, already: int) -> None:
@@ -23,17 +25,31 @@ def announce(total: int, already: int) -> None:
 
 
 def line(sweep_dir: Path) -> str:
-    """`[37/120 done, 1 failed, ETA 6 min]`, or "" outside a sweep."""
+    """`[37/120 done, 1 failed, ETA 6 min]`, or "" outside a sweep.
+
+    The ETA runs at the pace of the last `WINDOW` jobs of this launch (their result files'
+    times), not of the whole sweep: a sweep's jobs come in order, so the 40 ConvNet runs that
+    end the Table-1 sweep take 10x as long as the 80 MLP runs before them, and an average over
+    all finished jobs would promise the end minutes too early."""
     try:
         sweep = json.loads(os.environ[ENV])
     except (KeyError, ValueError):
         return ""
     done = sum(1 for _ in sweep_dir.glob(f"*/{METRICS}"))
-    failed = sum(1 for p in sweep_dir.glob(f"*/{FAILURE}") if not (p.parent / METRICS).exists())
-    total, new = sweep["total"], done - sweep["already"]
-    left = max(0, total - done - failed)
+    failures = [p for p in sweep_dir.glob(f"*/{FAILURE}") if not (p.parent / METRICS).exists()]
+    total, start, now = sweep["total"], sweep["start"], time.time()
+    left = max(0, total - done - len(failures))
     eta = ""
-    if new > 0 and left:
-        seconds = (time.time() - sweep["start"]) / new * left
+    finished = sorted(t for t in (_mtime(p) for p in [*sweep_dir.glob(f"*/{METRICS}"), *failures]) if t >= start)
+    if finished and left:
+        since = start if len(finished) <= WINDOW else finished[-WINDOW - 1]
+        seconds = (now - since) / min(len(finished), WINDOW) * left
         eta = f", ETA {seconds / 60:.0f} min" if seconds >= 120 else f", ETA {seconds:.0f} s"
-    return f"  [{done}/{total} done, {failed} failed{eta}]"
+    return f"  [{done}/{total} done, {len(failures)} failed{eta}]"
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:  # removed meanwhile (a re-run starting clean)
+        return 0.0
