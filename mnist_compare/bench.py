@@ -2,15 +2,17 @@
 
     python -m mnist_compare.bench runs  [--arch shallow deep conv] [--repeats 5] [--threads 1]
     python -m mnist_compare.bench sweep [--jobs 2] [--seeds 10] [override ...]
-    python -m mnist_compare.bench gpu   [--jobs 8] [--out gpu-benchmark]
+    python -m mnist_compare.bench progress [SWEEP_DIR]
+    python -m mnist_compare.bench gpu   [--jobs 8] [--out gpu-benchmark] [--cpu-results DIR]
 
 `runs` alternates, in one process, the real path (`mnist_compare.run.fit.fit`: Trainer, data
 module, TensorBoard logging) and the raw loop on the same seed, and prints the medians and
 their ratio. `sweep` times the whole Table-1 sweep as a user runs it (extra overrides, e.g.
-trainer.precision=bf16-mixed, are passed on). `gpu` is the prepared GPU benchmark: the
-fast_dev_run sweep with `accelerator=auto` (every run must land on the GPU), the whole Table-1
-study on the GPU with `--jobs` runs at a time, its Table 1 paired with the published CPU one,
-and a ConvNet run repeated with and without `trainer.deterministic=true`.
+trainer.precision=bf16-mixed, are passed on). `progress` times the progress line on a finished
+sweep. `gpu` is the prepared GPU benchmark: the fast_dev_run sweep with `accelerator=auto`
+(every run must land on the GPU), the whole Table-1 study on the GPU with `--jobs` runs at a
+time, its Table 1 paired with the published CPU one, and a ConvNet run repeated with default
+settings and with `+trainer.deterministic=true`.
 """
 
 from __future__ import annotations
@@ -80,6 +82,17 @@ def cpu_peak_gflops_per_core() -> float:
     return cpu_clock_ghz()[0] * 32
 
 
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """A large fp32 matrix product's rate on this process's threads: the measured counterpart of
+    the nominal peak, which assumes a clock that a VM may not report truthfully (boost)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        torch.mm(a, b)
+    return 2 * n**3 * repeats / (time.perf_counter() - started) / 1e9
+
+
 def raw_loop(cfg: DictConfig) -> float:
     """The same training as the Lightning path, in plain PyTorch; returns the final test accuracy."""
     torch.manual_seed(cfg.seed)
@@ -138,8 +151,12 @@ def bench_runs(args: argparse.Namespace) -> None:
                 flops = args.epochs * 2 * cfg.data.n_pairs * per_image * 4
                 achieved = flops / lightning / 1e9
                 peak = args.peak_gflops_per_core * args.threads
+                sgemm = matmul_gflops()
                 line += (f"\n{'':8s} {flops / 1e12:.2f} TFLOP per run -> {achieved:.1f} GFLOP/s = "
-                         f"{achieved / peak:.0%} of the fp32 peak of {args.threads} core(s) ({peak:.0f} GFLOP/s)")
+                         f"{achieved / peak:.0%} of the nominal fp32 peak of {args.threads} core(s) "
+                         f"({peak:.0f} GFLOP/s)"
+                         f"\n{'':8s} = {achieved / sgemm:.0%} of a 2048x2048 fp32 matrix product on the same "
+                         f"thread(s), measured now ({sgemm:.1f} GFLOP/s)")
             print(line, flush=True)
     print(f"# {args.repeats} alternating repeats, medians, {args.epochs} epochs, ws=true aux=0.5 seed=0, "
           f"{args.threads} thread(s), torch {torch.__version__}")
@@ -148,10 +165,23 @@ def bench_runs(args: argparse.Namespace) -> None:
 TABLE1 = ["arch=shallow,deep,conv", "ws=true,false", "aux=0,0.5"]
 
 
+def hydra_value(path: Path) -> str:
+    """A path as a quoted Hydra override value: `=`, `,` or brackets in it stay part of the path."""
+    return "'" + str(path).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def train_command(overrides: list[str], out: Path, sweep: bool, jobs: int = 1) -> list[str]:
+    """`python -m mnist_compare.train` as a user would type it, writing into `out`."""
+    if not sweep:
+        return [sys.executable, "-m", "mnist_compare.train", *overrides, f"hydra.run.dir={hydra_value(out)}"]
+    launcher = [f"hydra.launcher.n_jobs={jobs}"] if jobs > 1 else ["hydra/launcher=basic"]
+    return [sys.executable, "-m", "mnist_compare.train", "-m", *overrides, f"hydra.sweep.dir={hydra_value(out)}",
+            *launcher]
+
+
 def timed_sweep(out: Path, overrides: list[str], jobs: int) -> tuple[float, list[dict]]:
     """Run a sweep into `out` as a user would; its wall time and its runs' records."""
-    cmd = [sys.executable, "-m", "mnist_compare.train", "-m", *overrides, f"hydra.sweep.dir={out}"]
-    cmd += [f"hydra.launcher.n_jobs={jobs}"] if jobs > 1 else ["hydra/launcher=basic"]
+    cmd = train_command(overrides, out, sweep=True, jobs=jobs)
     print(" ".join(cmd), flush=True)
     started = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
@@ -160,8 +190,9 @@ def timed_sweep(out: Path, overrides: list[str], jobs: int) -> tuple[float, list
 
 
 def progress_line_cost_ms(sweep_dir: Path, repeats: int = 20) -> float:
-    """What the progress suffix costs each job at the end of this sweep (all its result files there)."""
-    os.environ[progress.ENV] = json.dumps({"total": 120, "already": 0, "start": time.time() - 60})
+    """What the progress suffix costs a job that ends with every result of `sweep_dir` in place."""
+    total = sum(1 for _ in sweep_dir.glob("*/*.json"))
+    os.environ[progress.ENV] = json.dumps({"total": total, "already": 0, "start": time.time() - 60})
     try:
         started = time.perf_counter()
         for _ in range(repeats):
@@ -178,13 +209,36 @@ def bench_sweep(args: argparse.Namespace) -> None:
     train = sum(r["train_time_s"] for r in records)
     print(f"sweep: {len(records)} runs in {wall:.0f} s wall ({wall / 60:.1f} min); sum of per-run training times "
           f"{train:.0f} s; {args.jobs} parallel job(s), {os.cpu_count()} cores\n"
-          f"progress line: {cost:.2f} ms per job with all {len(records)} results in the folder "
-          f"({cost * len(records) / 1e3 / train:.4%} of the training time)")
+          f"progress line: {cost:.2f} ms per job with all {len(records)} results in the folder")
+
+
+def bench_progress(args: argparse.Namespace) -> None:
+    folder = Path(args.sweep_dir)
+    if not folder.is_dir():
+        refuse(f"{folder} is not a folder: give a sweep folder, e.g. docs/results/table1")
+    runs = sum(1 for _ in folder.glob("*/metrics.json"))
+    print(f"progress line: {progress_line_cost_ms(folder, 200):.2f} ms per job with {runs} finished runs "
+          f"in {folder}")
 
 
 def refuse(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def gpu_steps(out: Path, seeds: int) -> dict[str, tuple[list[str], Path, bool]]:
+    """The benchmark's commands: name -> (overrides, output folder, is a sweep)."""
+    repeat = ["arch=conv", "ws=true", "aux=0.5", "seed=0", "trainer.accelerator=gpu"]
+    return {
+        # the default accelerator=auto, through the parallel launcher: every run must land on the GPU
+        "placement": ([*TABLE1, "trainer=fast_dev_run"], out / "fast_dev_run", True),
+        # the whole study (accelerator=gpu: its own identity, so it pairs with the CPU runs)
+        "table1": ([*TABLE1, f"seed=range({seeds})", "trainer.accelerator=gpu"], out / "table1", True),
+        # trainer.deterministic is not in conf/trainer: `+` adds it, and the default runs stay as they are
+        **{f"{name}-{i}": (repeat + extra, out / "repeat" / f"{name}-{i}", False)
+           for name, extra in (("default", []), ("deterministic", ["+trainer.deterministic=true"]))
+           for i in (1, 2)},
+    }
 
 
 def bench_gpu(args: argparse.Namespace) -> None:
@@ -193,9 +247,12 @@ def bench_gpu(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if not torch.cuda.is_available():
         refuse("no CUDA GPU is visible here (torch.cuda.is_available() is False): run it on a machine with one")
+    if out.exists() and not out.is_dir():
+        refuse(f"{out} is a file: give a new --out DIR")
     if out.exists() and any(out.iterdir()):
         refuse(f"{out} is not empty: give a new --out DIR")
     out.mkdir(parents=True, exist_ok=True)
+    steps = gpu_steps(out, args.seeds)
 
     def say(line: str) -> None:  # each figure kept as soon as it is measured
         print(line, flush=True)
@@ -203,40 +260,39 @@ def bench_gpu(args: argparse.Namespace) -> None:
             f.write(line + "\n")
 
     say(f"# {torch.cuda.get_device_name(0)}, torch {torch.__version__} (CUDA {torch.version.cuda}), "
-        f"{os.cpu_count()} CPU cores, {args.jobs} runs at a time on the one GPU")
-
-    # 1. the default accelerator=auto, through the parallel launcher: every run must use the GPU
-    wall, records = timed_sweep(out / "fast_dev_run", [*TABLE1, "trainer=fast_dev_run"], args.jobs)
+        f"{os.cpu_count()} CPU cores, {args.jobs} runs at a time on the one GPU; 32-true convolutions in TF32: "
+        f"{torch.backends.cudnn.allow_tf32} (torch.backends.cudnn.allow_tf32), matrix products: "
+        f"{torch.get_float32_matmul_precision()} (torch.get_float32_matmul_precision)")
+    overrides, folder, _ = steps["placement"]
+    wall, records = timed_sweep(folder, overrides, args.jobs)
     devices = sorted({r["device"] for r in records})
     say(f"fast_dev_run sweep, accelerator=auto: {len(records)} runs in {wall:.0f} s, devices {devices}"
         f" -> {'OK' if devices and all(d.startswith('cuda') for d in devices) else 'NOT ALL ON THE GPU'}")
-    # 2. the whole study on the GPU (accelerator=gpu: its own identity, paired with the CPU runs)
-    table1 = out / "table1"
-    wall, records = timed_sweep(table1, [*TABLE1, f"seed=range({args.seeds})", "trainer.accelerator=gpu"],
-                                args.jobs)
+    overrides, table1, _ = steps["table1"]
+    wall, records = timed_sweep(table1, overrides, args.jobs)
     say(f"Table-1 study on the GPU: {len(records)} runs in {wall:.0f} s wall ({wall / 60:.1f} min); "
         f"sum of per-run training times {sum(r['train_time_s'] for r in records):.0f} s")
     collect = [sys.executable, "-m", "mnist_compare.collect"]
     subprocess.run([*collect, str(table1)], check=True, stdout=subprocess.DEVNULL)
-    cpu = Path(__file__).resolve().parent.parent / "docs" / "results" / "table1"
-    if cpu.is_dir():  # each cell's seed-paired difference from the published CPU runs
+    cpu = Path(args.cpu_results)
+    if (cpu / "multirun.yaml").is_file():  # each cell's seed-paired difference from the CPU runs
         subprocess.run([*collect, str(cpu), str(table1), "--out", str(out / "gpu_vs_cpu")], check=True,
                        stdout=subprocess.DEVNULL)
-        say(f"GPU against CPU, per cell: {out / 'gpu_vs_cpu' / 'results.md'}")
-    # 3. reproducibility on the GPU, and what trainer.deterministic=true costs
-    for deterministic in (False, True):
+        say(f"GPU against CPU ({cpu}), per cell: {out / 'gpu_vs_cpu' / 'results.md'}")
+    else:
+        say(f"GPU against CPU: skipped, {cpu} holds no sweep (--cpu-results DIR: the published docs/results/table1)")
+    # reproducibility on the GPU, and what trainer.deterministic=true costs
+    for name in ("default", "deterministic"):
         runs = []
-        for repeat in (1, 2):
-            run_dir = out / "repeat" / f"deterministic={deterministic},{repeat}"
-            cmd = [sys.executable, "-m", "mnist_compare.train", "arch=conv", "ws=true", "aux=0.5", "seed=0",
-                   "trainer.accelerator=gpu", f"trainer.deterministic={str(deterministic).lower()}",
-                   f"hydra.run.dir={run_dir}"]
-            done = subprocess.run(cmd, check=False, capture_output=True, text=True)
+        for i in (1, 2):
+            overrides, folder, _ = steps[f"{name}-{i}"]
+            done = subprocess.run(train_command(overrides, folder, sweep=False), check=False, capture_output=True,
+                                  text=True)
             if done.returncode != 0:  # e.g. an operation without a deterministic CUDA kernel
                 runs.append({"error": (done.stderr.strip().splitlines() or ["no message"])[-1]})
             else:
-                runs.append(json.loads((run_dir / "metrics.json").read_text()))
-        setting = f"conv seed 0 twice, trainer.deterministic={str(deterministic).lower()}"
+                runs.append(json.loads((folder / "metrics.json").read_text()))
+        setting = f"conv seed 0 twice, {name} settings"
         if "error" in runs[0] or "error" in runs[1]:
             say(f"{setting}: failed: {runs[0].get('error') or runs[1].get('error')}")
             continue
@@ -245,26 +301,37 @@ def bench_gpu(args: argparse.Namespace) -> None:
             f"{runs[0]['train_time_s']:.1f} s and {runs[1]['train_time_s']:.1f} s")
 
 
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive whole number")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="mode", required=True)
     runs = sub.add_parser("runs", help="Lightning path vs raw loop, per architecture")
-    runs.add_argument("--arch", nargs="+", default=["shallow", "deep", "conv"])
-    runs.add_argument("--repeats", type=int, default=5)
-    runs.add_argument("--epochs", type=int, default=50)
-    runs.add_argument("--threads", type=int, default=1)
+    runs.add_argument("--arch", nargs="+", default=["shallow", "deep", "conv"], choices=["shallow", "deep", "conv"])
+    runs.add_argument("--repeats", type=positive, default=5)
+    runs.add_argument("--epochs", type=positive, default=50)
+    runs.add_argument("--threads", type=positive, default=1)
     runs.add_argument("--peak-gflops-per-core", type=float, default=cpu_peak_gflops_per_core(),
                       help=f"default: {cpu_clock_ghz()[1]} x 32 fp32 FLOP/cycle (two 256-bit FMA units)")
     sweep = sub.add_parser("sweep", help="time the whole Table-1 sweep")
-    sweep.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel runs (default: cores)")
-    sweep.add_argument("--seeds", type=int, default=10)
+    sweep.add_argument("--jobs", type=positive, default=os.cpu_count() or 1, help="parallel runs (default: cores)")
+    sweep.add_argument("--seeds", type=positive, default=10)
     sweep.add_argument("overrides", nargs="*", help="passed on to every run, e.g. trainer.precision=bf16-mixed")
+    prog = sub.add_parser("progress", help="what the progress line costs a job, on a finished sweep")
+    prog.add_argument("sweep_dir", nargs="?", default="docs/results/table1")
     gpu = sub.add_parser("gpu", help="the GPU figures: placement, the whole study, reproducibility")
-    gpu.add_argument("--jobs", type=int, default=8, help="runs at a time on the one GPU (default: 8)")
-    gpu.add_argument("--seeds", type=int, default=10)
-    gpu.add_argument("--out", default="gpu-benchmark", help="an empty or new folder (default: gpu-benchmark)")
+    gpu.add_argument("--jobs", type=positive, default=8, help="runs at a time on the one GPU (default: 8)")
+    gpu.add_argument("--seeds", type=positive, default=10)
+    gpu.add_argument("--out", default="gpu-benchmark", help="a new or empty folder (default: gpu-benchmark)")
+    gpu.add_argument("--cpu-results", default=str(Path(__file__).resolve().parent.parent / "docs/results/table1"),
+                     help="the CPU sweep to pair with (default: the published docs/results/table1 of this checkout)")
     args = parser.parse_args()
-    {"runs": bench_runs, "sweep": bench_sweep, "gpu": bench_gpu}[args.mode](args)
+    {"runs": bench_runs, "sweep": bench_sweep, "progress": bench_progress, "gpu": bench_gpu}[args.mode](args)
 
 
 if __name__ == "__main__":

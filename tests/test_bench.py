@@ -6,6 +6,7 @@ import argparse
 
 import pytest
 import torch
+from conftest import run_cli
 
 from mnist_compare import bench
 
@@ -31,3 +32,34 @@ def test_gpu_benchmark_never_writes_into_earlier_results(tmp_path, monkeypatch, 
         bench.bench_gpu(gpu_args(tmp_path / "gpu"))
     assert stop.value.code == 2 and "is not empty" in capsys.readouterr().err
     assert (tmp_path / "gpu" / "summary.txt").read_text() == "earlier figures\n"
+
+
+def test_gpu_benchmark_commands_compose_on_any_machine(tmp_path):
+    """Each command the GPU benchmark will run parses and composes (the first job of a sweep),
+    output folders with `=` and `,` in their names included: a GPU session is too short to find
+    a typo there."""
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from mnist_compare.paths import CONF_DIR
+
+    out = tmp_path / "gpu=1,a"
+    steps = bench.gpu_steps(out, seeds=10)
+    assert {"placement", "table1", "default-1", "default-2", "deterministic-1", "deterministic-2"} == set(steps)
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        for name, (overrides, folder, sweep) in steps.items():
+            command = bench.train_command(overrides, folder, sweep=sweep, jobs=8)
+            args = command[command.index("mnist_compare.train") + 1:]
+            args = [a for a in args if a != "-m"]
+            (first, *_), = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(args), None)
+            cfg = compose("train", list(first), return_hydra_config=True)
+            where = cfg.hydra.sweep.dir if sweep else cfg.hydra.run.dir
+            assert where == str(folder), name
+            assert cfg.trainer.get("deterministic", False) is name.startswith("deterministic"), name
+    assert [o for o in steps["table1"][0] if o.startswith("trainer.")] == ["trainer.accelerator=gpu"]
+
+
+def test_bench_refuses_a_count_below_one():
+    done = run_cli("mnist_compare.bench", "sweep", "--seeds", "0")
+    assert done.returncode == 2 and "0 is not a positive whole number" in done.stderr and not done.stdout

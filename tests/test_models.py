@@ -92,3 +92,52 @@ def test_allocator_keeps_freed_memory_on_glibc():
     from mnist_compare.run.allocator import keep_freed_memory
 
     assert keep_freed_memory() is (platform.libc_ver()[0] == "glibc")
+
+
+def test_allocator_serves_large_buffers_without_fresh_mappings():
+    """After `keep_freed_memory`, a ConvNet-sized buffer (40 MB: the WS evaluation's activations)
+    comes from the heap, not from a fresh mapping that page-faults every epoch; without it glibc
+    maps it (the control that shows the check can fail)."""
+    import subprocess
+    import sys
+
+    probe = """
+import ctypes, sys, torch
+from mnist_compare.run.allocator import keep_freed_memory
+names = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in names.split()]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = Info
+if sys.argv[1] == "keep":
+    keep_freed_memory()
+for _ in range(3):
+    x = torch.empty(10_000_000)
+    mapped = libc.mallinfo2().hblkhd
+    del x
+print(mapped)
+"""
+    mapped = {how: int(subprocess.run([sys.executable, "-c", probe, how], capture_output=True, text=True,
+                                      check=True).stdout) for how in ("keep", "default")}
+    assert mapped["default"] >= 40_000_000 and mapped["keep"] < 40_000_000, mapped
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_relu_in_place_gives_the_same_outputs_and_gradients(batch_norm):
+    from mnist_compare.models.nets import conv_pipe, mlp
+
+    x = torch.randn(8, 1, 14, 14)
+    for make in (lambda: mlp([196, 32, 16, 10], batch_norm=batch_norm),
+                 lambda: conv_pipe(batch_norm=batch_norm)):
+        results = []
+        for inplace in (True, False):
+            torch.manual_seed(0)
+            net = make()
+            for m in net.modules():
+                if isinstance(m, torch.nn.ReLU):
+                    m.inplace = inplace
+            out = net(x)
+            out.square().sum().backward()
+            results.append((out.detach(), [p.grad for p in net.parameters()]))
+        (a, ga), (b, gb) = results
+        assert torch.equal(a, b) and all(torch.equal(g, h) for g, h in zip(ga, gb, strict=True))

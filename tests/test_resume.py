@@ -156,9 +156,9 @@ def test_progress_counts_done_and_failed_runs_and_estimates_the_rest(tmp_path, m
     progress.announce(total=10, already=2)
     monkeypatch.setattr(progress.time, "time", lambda: 1120.0)  # 2 minutes later
     for i in range(6):  # 2 finished before this launch, 4 by it
-        _result(tmp_path / f"job{i}", "metrics.json", 900.0 if i < 2 else 1000.0 + 30 * i)
-    _result(tmp_path / "bad", "failure.json", 1100.0)
-    # 5 jobs ended in 120 s of this launch, 3 left: 72 s
+        _result(tmp_path / f"job{i}", "metrics.json", 900.0 if i < 2 else 1000.0 + 20 * i)
+    _result(tmp_path / "bad", "failure.json", 1110.0)
+    # 5 jobs ended in 120 s of this launch (fewer than the window: the average), 3 left: 72 s
     assert progress.line(tmp_path) == "  [6/10 done, 1 failed, ETA 72 s]"
     monkeypatch.delenv(progress.ENV)
     assert progress.line(tmp_path) == ""
@@ -177,6 +177,22 @@ def test_progress_eta_follows_the_pace_of_the_latest_jobs(tmp_path, monkeypatch)
     monkeypatch.setattr(progress.time, "time", lambda: 1140.0)
     # 68 left at 10 s each (the average since the start, 140 s / 32, would say 5 min)
     assert progress.line(tmp_path) == "  [32/100 done, 0 failed, ETA 11 min]"
+
+
+def test_progress_eta_survives_file_times_from_another_clock(tmp_path, monkeypatch):
+    """On a cluster the result files are dated by the file server: never a negative ETA, and an
+    estimate even when every file looks older than the launch."""
+    from mnist_compare.run import progress
+
+    monkeypatch.setattr(progress.time, "time", lambda: 1000.0)
+    progress.announce(total=40, already=0)
+    for i in range(20):  # the file server 10 minutes behind
+        _result(tmp_path / f"job{i}", "metrics.json", 400.0 + 5 * i)
+    monkeypatch.setattr(progress.time, "time", lambda: 1100.0)
+    assert progress.line(tmp_path) == "  [20/40 done, 0 failed, ETA 100 s]"  # 100 s for 20: 5 s each
+    for i in range(20, 32):  # now 10 minutes ahead
+        _result(tmp_path / f"job{i}", "metrics.json", 1700.0 + i)
+    assert progress.line(tmp_path) == "  [32/40 done, 0 failed, ETA 25 s]"  # the average: 100 s / 32
 
 
 def test_resume_refuses_runs_made_by_an_edited_user_package(tmp_path, mnist_dir):

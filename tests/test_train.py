@@ -208,3 +208,25 @@ def test_a_finished_run_has_flushed_and_closed_its_tensorboard_log(tmp_path, mni
     assert not [f for f in open_files if f.startswith(str(tmp_path))]
     events = EventAccumulator(str(tmp_path / "tb")).Reload()
     assert [e.value for e in events.Scalars("hp/test_acc")] == pytest.approx([record["test_acc"]])
+
+
+def test_the_record_names_the_device_it_trained_on(tmp_path, mnist_dir, monkeypatch):
+    """Lightning's teardown moves the module back to the CPU after training on a GPU: the record
+    must name the trainer's device, not where the module ends up. Stood in for here by a
+    trainer device (`cpu:0`) that differs from the module's final one (`cpu`)."""
+    import torch
+    from hydra import compose, initialize_config_dir
+    from pytorch_lightning.strategies import SingleDeviceStrategy
+
+    from mnist_compare.paths import CONF_DIR
+    from mnist_compare.run import fit as fit_module
+
+    kept = []
+    monkeypatch.setattr(fit_module, "keep_freed_memory", lambda: kept.append(True))
+    monkeypatch.setattr(SingleDeviceStrategy, "root_device", property(lambda self: torch.device("cpu", 0)))
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", ["trainer.max_epochs=1", "data.n_pairs=200", f"data.data_dir={mnist_dir}",
+                                "logger=none"])
+    record = fit_module.fit(cfg, tmp_path)
+    assert record["device"] == "cpu:0"
+    assert kept  # every run asks the allocator to keep freed buffers

@@ -8,19 +8,20 @@ import ctypes.util
 import functools
 
 # mallopt parameters (malloc.h)
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
-_MMAP_MAX_THRESHOLD = 32 * 1024 * 1024  # glibc's upper limit on 64-bit systems
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
 
 
 @functools.cache
 def keep_freed_memory() -> bool:
-    """Serve buffers up to 32 MiB from the heap and never hand freed memory back to the kernel.
+    """Serve every buffer from the heap and never hand freed memory back to the kernel.
 
-    By default glibc maps each large buffer (a ConvNet's activations on 1000 evaluation pairs:
-    ~25 MB) freshly from the kernel and unmaps it when freed, so every epoch pays the page faults
-    and zeroing again: on the 2-core VM that made the ConvNet's per-epoch evaluation 1.6x slower
-    and its 50-epoch run ~13% slower (docs/study.md, Performance). Only where memory comes from
-    changes, never a number. Returns False where the C library is not glibc (nothing done)."""
+    By default glibc maps each large buffer freshly from the kernel and unmaps it when freed
+    (ConvNet evaluation on 1000 pairs: 25 MB after the first convolution, 37 MB after the second
+    with WS on), so every epoch pays the page faults and zeroing again: on the 2-core VM the
+    per-epoch evaluation took 0.13-0.15 s instead of 0.10 s (docs/study.md, Performance). A
+    training process reuses the same sizes every step, so its heap stays at the first epoch's
+    peak. Only where memory comes from changes, never a number. Returns False where the C
+    library is not glibc (nothing done)."""
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name)
@@ -28,7 +29,7 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError, TypeError):
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    ok = mallopt(_M_MMAP_THRESHOLD, _MMAP_MAX_THRESHOLD)
+    ok = mallopt(_M_MMAP_MAX, 0)  # no buffer gets a mapping of its own, whatever its size
     ok &= mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
     ok &= mallopt(_M_TOP_PAD, 64 * 1024 * 1024)
     return bool(ok)

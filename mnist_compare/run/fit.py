@@ -85,7 +85,8 @@ def fit(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         "delivered_epoch": delivered,
         **figures(model.history, model.final),
         "train_time_s": round(train_time, 3),
-        "device": str(model.device),
+        # where it trained: Lightning's teardown has moved the module back to the CPU by now
+        "device": str(trainer.strategy.root_device),
         "threads": torch.get_num_threads(),
         "machine": platform.processor() or platform.machine(),
     }

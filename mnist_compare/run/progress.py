@@ -30,7 +30,9 @@ def line(sweep_dir: Path) -> str:
     The ETA runs at the pace of the last `WINDOW` jobs of this launch (their result files'
     times), not of the whole sweep: a sweep's jobs come in order, so the 40 ConvNet runs that
     end the Table-1 sweep take 10x as long as the 80 MLP runs before them, and an average over
-    all finished jobs would promise the end minutes too early."""
+    all finished jobs would promise the end minutes too early. Until `WINDOW` jobs have ended
+    (or where the file server's clock disagrees with this one) it uses the average since the
+    launch."""
     try:
         sweep = json.loads(os.environ[ENV])
     except (KeyError, ValueError):
@@ -41,9 +43,15 @@ def line(sweep_dir: Path) -> str:
     left = max(0, total - done - len(failures))
     eta = ""
     finished = sorted(t for t in (_mtime(p) for p in [*sweep_dir.glob(f"*/{METRICS}"), *failures]) if t >= start)
-    if finished and left:
-        since = start if len(finished) <= WINDOW else finished[-WINDOW - 1]
-        seconds = (now - since) / min(len(finished), WINDOW) * left
+    new = done + len(failures) - sweep["already"]
+    if left and len(finished) > WINDOW and now > finished[-WINDOW - 1]:
+        per_job = (now - finished[-WINDOW - 1]) / WINDOW
+    elif left and new > 0:  # few jobs so far, or file times from a clock that disagrees with ours
+        per_job = (now - start) / new
+    else:
+        per_job = None
+    if per_job is not None:
+        seconds = max(0.0, per_job * left)
         eta = f", ETA {seconds / 60:.0f} min" if seconds >= 120 else f", ETA {seconds:.0f} s"
     return f"  [{done}/{total} done, {len(failures)} failed{eta}]"
 
