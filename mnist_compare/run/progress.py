@@ -2,9 +2,9 @@
 
 The launching process states the sweep (total, runs already finished, start time) in an
 environment variable that its job processes inherit (joblib workers, SLURM jobs); a job then
-counts and dates the result files of the sweep folder (about a millisecond for the 120 jobs of
-the Table-1 sweep: `python -m mnist_compare.bench sweep` measures it), so the line costs the
-runs nothing and adds no line to the console.
+counts and dates the result files of the sweep folder after its training (about 2 ms with the
+120 results of the Table-1 sweep: `python -m mnist_compare.bench progress`), so the line costs
+the runs nothing and adds no line to the console.
 """
 
 from __future__ import annotations
