@@ -1,7 +1,7 @@
 """Benchmarks: our Lightning training path against a minimal raw PyTorch loop doing the same work.
 
     python -m mnist_compare.bench runs  [--arch shallow deep conv] [--repeats 5] [--threads 1]
-    python -m mnist_compare.bench sweep [--jobs 2] [--seeds 10] [override ...]
+    python -m mnist_compare.bench sweep [--jobs CORES] [--seeds 10] [override ...]
     python -m mnist_compare.bench progress [SWEEP_DIR]
     python -m mnist_compare.bench gpu   [--jobs 8] [--out gpu-benchmark] [--cpu-results DIR]
 
