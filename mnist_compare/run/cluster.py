@@ -225,11 +225,11 @@ def resume_point(trainer: pl.Trainer, cfg: DictConfig, out_dir: Path) -> str | N
     _progress.update(epochs=0, checkpoint_epochs=None)
     if after is None or cfg.trainer.get("fast_dev_run"):
         return None
-    path = out_dir / LAST
-    state = _saved_state(path, identity_config(cfg))
+    path, config = out_dir / LAST, identity_config(cfg)
+    state = _saved_state(path, config)
     # Appended after the Trainer is built: `enable_checkpointing: false` (the default: results go
     # to metrics.json) makes the Trainer refuse checkpoint callbacks at construction.
-    trainer.callbacks.append(ResumeCheckpoint(path, after, identity_config(cfg), state))
+    trainer.callbacks.append(ResumeCheckpoint(path, after, config, state))
     _drop_stale_events(trainer)
     if state is None:
         return None

@@ -29,20 +29,21 @@ def line(sweep_dir: Path) -> str:
 
     The ETA runs at the pace of the last `WINDOW` jobs of this launch (their result files'
     times), not of the whole sweep: a sweep's jobs come in order, so the 40 ConvNet runs that
-    end the Table-1 sweep take about 9x as long per run as the 80 MLP runs before them, and an average over
-    all finished jobs would promise the end minutes too early. Until `WINDOW` jobs have ended
-    (or where the file server's clock disagrees with this one) it uses the average since the
-    launch."""
+    end the Table-1 sweep take about 9x as long per run as the 80 MLP runs before them, and an
+    average over all finished jobs would promise the end minutes too early. Until `WINDOW` jobs
+    have ended (or where the file server's clock disagrees with this one) it uses the average
+    since the launch."""
     try:
         sweep = json.loads(os.environ[ENV])
     except (KeyError, ValueError):
         return ""
-    done = sum(1 for _ in sweep_dir.glob(f"*/{METRICS}"))
+    results = list(sweep_dir.glob(f"*/{METRICS}"))
     failures = [p for p in sweep_dir.glob(f"*/{FAILURE}") if not (p.parent / METRICS).exists()]
+    done = len(results)
     total, start, now = sweep["total"], sweep["start"], time.time()
     left = max(0, total - done - len(failures))
     eta = ""
-    finished = sorted(t for t in (_mtime(p) for p in [*sweep_dir.glob(f"*/{METRICS}"), *failures]) if t >= start)
+    finished = sorted(t for t in (_mtime(p) for p in [*results, *failures]) if t >= start)
     new = done + len(failures) - sweep["already"]
     if left and len(finished) > WINDOW and now > finished[-WINDOW - 1]:
         per_job = (now - finished[-WINDOW - 1]) / WINDOW
