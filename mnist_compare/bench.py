@@ -1,13 +1,17 @@
 """Benchmarks: our Lightning training path against a minimal raw PyTorch loop doing the same work.
 
     python -m mnist_compare.bench runs  [--arch shallow deep conv] [--repeats 5] [--threads 1]
+    python -m mnist_compare.bench layers [--repeats 30] [--threads 1] [override ...]
     python -m mnist_compare.bench sweep [--jobs CORES] [--seeds 10] [override ...]
     python -m mnist_compare.bench progress [SWEEP_DIR]
     python -m mnist_compare.bench gpu   [--jobs 8] [--out gpu-benchmark] [--cpu-results DIR]
 
 `runs` alternates, in one process, the real path (`mnist_compare.run.fit.fit`: Trainer, data
 module, TensorBoard logging) and the raw loop on the same seed, and prints the medians and
-their ratio. `sweep` times the whole Table-1 sweep as a user runs it (extra overrides, e.g.
+their ratio. `layers` times each convolution of the study's ConvNet pipe alone, forward and
+forward + backward on one training batch (WS on: 200 digits), against a large matrix product on
+the same thread(s): where the ConvNet's time goes, layer by layer. `sweep` times the whole
+Table-1 sweep as a user runs it (extra overrides, e.g.
 trainer.precision=bf16-mixed, are passed on). `progress` times the progress line on a finished
 sweep. `gpu` is the prepared GPU benchmark: the fast_dev_run sweep with `accelerator=auto`
 (every run must land on the GPU), the whole Table-1 study on the GPU with `--jobs` runs at a
@@ -25,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -160,6 +165,49 @@ def bench_runs(args: argparse.Namespace) -> None:
             print(line, flush=True)
     print(f"# {args.repeats} alternating repeats, medians, {args.epochs} epochs, ws=true aux=0.5 seed=0, "
           f"{args.threads} thread(s), torch {torch.__version__}")
+
+
+def timed_ms(step: Callable[[], object], repeats: int) -> float:
+    """Median milliseconds of `step`, after warm-up calls (oneDNN builds its kernels on first use)."""
+    for _ in range(3):
+        step()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1e3
+
+
+def bench_layers(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    keep_freed_memory()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", ["arch=conv", *args.overrides])
+    pipe = instantiate(cfg.model.pipe)
+    x = torch.zeros(2 * cfg.data.batch_size, 1, 14, 14)  # WS on: both digits of a batch in one call
+    layout = torch.channels_last if cfg.model.pipe.get("channels_last") else torch.contiguous_format
+    sgemm = matmul_gflops()
+    print(f"{'layer':28s} {'input':18s} {'forward':>9s} {'fwd+bwd':>9s}   GFLOP/s forward, backward "
+          f"(matrix product {sgemm:.1f})")
+    for layer in pipe:
+        if isinstance(layer, torch.nn.Conv2d):
+            inp = x.detach().contiguous(memory_format=layout).requires_grad_(layer.in_channels > 1)
+            out = layer(inp)
+            grad = torch.ones_like(out)
+            flops = 2 * out.numel() * layer.in_channels * layer.kernel_size[0] * layer.kernel_size[1]
+            forward = timed_ms(lambda: layer(inp), args.repeats)  # noqa: B023 (used in this iteration only)
+            both = timed_ms(lambda: layer(inp).backward(grad), args.repeats)  # noqa: B023
+            # backward: the weight gradient, and the input gradient where one is needed (not for the image)
+            backward_flops = flops * (2 if inp.requires_grad else 1)
+            name = f"conv {layer.in_channels}->{layer.out_channels} k{layer.kernel_size[0]} p{layer.padding[0]}"
+            backward = f"{backward_flops / (both - forward) / 1e6:6.1f}" if both > forward else "   n/a"  # noise
+            print(f"{name:28s} {'x'.join(map(str, inp.shape)):18s} {forward:7.2f} ms {both:7.2f} ms   "
+                  f"{flops / forward / 1e6:6.1f}, {backward}", flush=True)
+        with torch.no_grad():
+            x = layer(x)
+    name = "channels_last" if layout is torch.channels_last else "contiguous"
+    print(f"# medians of {args.repeats}, {args.threads} thread(s), {name}, fp32, torch {torch.__version__}")
 
 
 TABLE1 = ["arch=shallow,deep,conv", "ws=true,false", "aux=0,0.5"]
@@ -318,6 +366,10 @@ def main() -> None:
     runs.add_argument("--threads", type=positive, default=1)
     runs.add_argument("--peak-gflops-per-core", type=float, default=cpu_peak_gflops_per_core(),
                       help=f"default: {cpu_clock_ghz()[1]} x 32 fp32 FLOP/cycle (two 256-bit FMA units)")
+    layers = sub.add_parser("layers", help="the ConvNet's convolutions one by one, against a matrix product")
+    layers.add_argument("--repeats", type=positive, default=30)
+    layers.add_argument("--threads", type=positive, default=1)
+    layers.add_argument("overrides", nargs="*", help="for the ConvNet's config, e.g. arch.pipe.channels_last=false")
     sweep = sub.add_parser("sweep", help="time the whole Table-1 sweep")
     sweep.add_argument("--jobs", type=positive, default=os.cpu_count() or 1, help="parallel runs (default: cores)")
     sweep.add_argument("--seeds", type=positive, default=10)
@@ -331,7 +383,9 @@ def main() -> None:
     gpu.add_argument("--cpu-results", default=str(Path(__file__).resolve().parent.parent / "docs/results/table1"),
                      help="the CPU sweep to pair with (default: the published docs/results/table1 of this checkout)")
     args = parser.parse_args()
-    {"runs": bench_runs, "sweep": bench_sweep, "progress": bench_progress, "gpu": bench_gpu}[args.mode](args)
+    modes = {"runs": bench_runs, "layers": bench_layers, "sweep": bench_sweep, "progress": bench_progress,
+             "gpu": bench_gpu}
+    modes[args.mode](args)
 
 
 if __name__ == "__main__":

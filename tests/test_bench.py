@@ -63,3 +63,12 @@ def test_gpu_benchmark_commands_compose_on_any_machine(tmp_path):
 def test_bench_refuses_a_count_below_one():
     done = run_cli("mnist_compare.bench", "sweep", "--seeds", "0")
     assert done.returncode == 2 and "0 is not a positive whole number" in done.stderr and not done.stdout
+
+
+def test_layer_benchmark_times_every_convolution_of_the_convnet(capsys):
+    bench.bench_layers(argparse.Namespace(repeats=1, threads=1, overrides=["arch.pipe.channels_last=false"]))
+    out = capsys.readouterr().out.splitlines()
+    rows = [line for line in out if line.startswith("conv ")]
+    assert [r.split()[1] for r in rows] == ["1->16", "16->32", "32->64", "64->64"]  # the study's ConvNet
+    assert rows[1].split()[4] == "200x16x14x14"  # one training batch, WS on: 200 digits
+    assert float(rows[1].split()[5]) > 0 and "contiguous" in out[-1]
