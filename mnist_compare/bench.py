@@ -8,9 +8,9 @@
 
 `runs` alternates, in one process, the real path (`mnist_compare.run.fit.fit`: Trainer, data
 module, TensorBoard logging) and the raw loop on the same seed, and prints the medians and
-their ratio. `layers` times each convolution of the study's ConvNet pipe alone, forward and
-forward + backward on one training batch (WS on: 200 digits), against a large matrix product on
-the same thread(s): where the ConvNet's time goes, layer by layer. `sweep` times the whole
+their ratio. `layers` times each convolution of the study's ConvNet pipe alone on one training batch (WS on:
+200 digits): forward, then with its weight gradient, then with its input gradient too, against a
+large matrix product on the same thread(s): where the ConvNet's time goes, pass by pass. `sweep` times the whole
 Table-1 sweep as a user runs it (extra overrides, e.g.
 trainer.precision=bf16-mixed, are passed on). `progress` times the progress line on a finished
 sweep. `gpu` is the prepared GPU benchmark: the fast_dev_run sweep with `accelerator=auto`
@@ -47,6 +47,11 @@ from mnist_compare.run.allocator import keep_freed_memory
 from mnist_compare.run.fit import fit
 
 
+def conv_flops(conv: torch.nn.Conv2d, output_numel: int) -> float:
+    """Forward multiply-adds x 2 of a convolution that produced `output_numel` values."""
+    return 2 * output_numel * conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+
+
 def conv_flops_per_image(pipe: torch.nn.Module) -> float:
     """Forward multiply-adds x 2 of the convs and linears of one pipe on one 14x14 digit."""
     flops = 0.0
@@ -54,7 +59,7 @@ def conv_flops_per_image(pipe: torch.nn.Module) -> float:
     def hook(module: torch.nn.Module, inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
         nonlocal flops
         if isinstance(module, torch.nn.Conv2d):
-            flops += 2 * output[0].numel() * module.in_channels * module.kernel_size[0] * module.kernel_size[1]
+            flops += conv_flops(module, output[0].numel())
         elif isinstance(module, torch.nn.Linear):
             flops += 2 * module.in_features * module.out_features
 
@@ -180,34 +185,43 @@ def timed_ms(step: Callable[[], object], repeats: int) -> float:
 
 
 def bench_layers(args: argparse.Namespace) -> None:
+    """Each pass of each convolution timed apart: the weight gradient (what every layer needs)
+    and the input gradient (what every layer but the first needs) through `torch.autograd.grad`,
+    which returns them instead of accumulating them as a training step never does."""
     torch.set_num_threads(args.threads)
     keep_freed_memory()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", ["arch=conv", *args.overrides])
     pipe = instantiate(cfg.model.pipe)
     x = torch.zeros(2 * cfg.data.batch_size, 1, 14, 14)  # WS on: both digits of a batch in one call
-    layout = torch.channels_last if cfg.model.pipe.get("channels_last") else torch.contiguous_format
     sgemm = matmul_gflops()
-    print(f"{'layer':28s} {'input':18s} {'forward':>9s} {'fwd+bwd':>9s}   GFLOP/s forward, backward "
-          f"(matrix product {sgemm:.1f})")
+    print(f"{'layer':22s} {'input':14s} {'MFLOP':>6s} {'forward':>10s} {'+ weight grad':>14s} {'+ input grad':>13s}"
+          f"   GFLOP/s forward, weight grad, input grad (matrix product {sgemm:.1f})")
+    first = True
     for layer in pipe:
         if isinstance(layer, torch.nn.Conv2d):
-            inp = x.detach().contiguous(memory_format=layout).requires_grad_(layer.in_channels > 1)
+            inp = x.detach().requires_grad_(not first)  # the image needs no gradient
             out = layer(inp)
             grad = torch.ones_like(out)
-            flops = 2 * out.numel() * layer.in_channels * layer.kernel_size[0] * layer.kernel_size[1]
+            flops = conv_flops(layer, out.numel())  # each gradient costs one forward's FLOPs
+            weights = [layer.weight, layer.bias]
             forward = timed_ms(lambda: layer(inp), args.repeats)  # noqa: B023 (used in this iteration only)
-            both = timed_ms(lambda: layer(inp).backward(grad), args.repeats)  # noqa: B023
-            # backward: the weight gradient, and the input gradient where one is needed (not for the image)
-            backward_flops = flops * (2 if inp.requires_grad else 1)
+            weight = timed_ms(lambda: torch.autograd.grad(layer(inp), weights, grad), args.repeats)  # noqa: B023
+            rates = [flops / forward / 1e6, flops / (weight - forward) / 1e6 if weight > forward else None]
+            both = None
+            if not first:
+                both = timed_ms(lambda: torch.autograd.grad(layer(inp), [inp, *weights], grad),  # noqa: B023
+                                args.repeats)
+                rates.append(flops / (both - weight) / 1e6 if both > weight else None)  # None: within the noise
             name = f"conv {layer.in_channels}->{layer.out_channels} k{layer.kernel_size[0]} p{layer.padding[0]}"
-            backward = f"{backward_flops / (both - forward) / 1e6:6.1f}" if both > forward else "   n/a"  # noise
-            print(f"{name:28s} {'x'.join(map(str, inp.shape)):18s} {forward:7.2f} ms {both:7.2f} ms   "
-                  f"{flops / forward / 1e6:6.1f}, {backward}", flush=True)
+            cells = f"{forward:7.2f} ms {weight:11.2f} ms " + (f"{both:10.2f} ms" if both else f"{'-':>13s}")
+            shown = ", ".join(f"{r:.1f}" if r else "n/a" for r in rates)
+            print(f"{name:22s} {'x'.join(map(str, inp.shape)):14s} {flops / 1e6:6.1f} {cells}   {shown}", flush=True)
+            first = False
         with torch.no_grad():
             x = layer(x)
-    name = "channels_last" if layout is torch.channels_last else "contiguous"
-    print(f"# medians of {args.repeats}, {args.threads} thread(s), {name}, fp32, torch {torch.__version__}")
+    layout = "channels_last" if cfg.model.pipe.get("channels_last", True) else "contiguous"
+    print(f"# medians of {args.repeats}, {args.threads} thread(s), {layout}, fp32, torch {torch.__version__}")
 
 
 TABLE1 = ["arch=shallow,deep,conv", "ws=true,false", "aux=0,0.5"]
@@ -369,7 +383,8 @@ def main() -> None:
     layers = sub.add_parser("layers", help="the ConvNet's convolutions one by one, against a matrix product")
     layers.add_argument("--repeats", type=positive, default=30)
     layers.add_argument("--threads", type=positive, default=1)
-    layers.add_argument("overrides", nargs="*", help="for the ConvNet's config, e.g. arch.pipe.channels_last=false")
+    layers.add_argument("overrides", nargs="*", help="arch.pipe.* and data.batch_size settings, "
+                        "e.g. arch.pipe.channels_last=false")
     sweep = sub.add_parser("sweep", help="time the whole Table-1 sweep")
     sweep.add_argument("--jobs", type=positive, default=os.cpu_count() or 1, help="parallel runs (default: cores)")
     sweep.add_argument("--seeds", type=positive, default=10)

@@ -1,4 +1,5 @@
-"""The prepared GPU benchmark refuses what it cannot do with one line and exit status 2."""
+"""The benchmarks: the layer timing counts what it times; the prepared GPU benchmark refuses what it
+cannot do with one line and exit status 2."""
 
 from __future__ import annotations
 
@@ -65,10 +66,29 @@ def test_bench_refuses_a_count_below_one():
     assert done.returncode == 2 and "0 is not a positive whole number" in done.stderr and not done.stdout
 
 
-def test_layer_benchmark_times_every_convolution_of_the_convnet(capsys):
-    bench.bench_layers(argparse.Namespace(repeats=1, threads=1, overrides=["arch.pipe.channels_last=false"]))
+def test_layer_benchmark_times_every_pass_of_every_convolution(capsys):
+    threads = torch.get_num_threads()
+    try:
+        bench.bench_layers(argparse.Namespace(repeats=1, threads=1, overrides=["arch.pipe.channels_last=false"]))
+    finally:
+        torch.set_num_threads(threads)
     out = capsys.readouterr().out.splitlines()
-    rows = [line for line in out if line.startswith("conv ")]
-    assert [r.split()[1] for r in rows] == ["1->16", "16->32", "32->64", "64->64"]  # the study's ConvNet
-    assert rows[1].split()[4] == "200x16x14x14"  # one training batch, WS on: 200 digits
-    assert float(rows[1].split()[5]) > 0 and "contiguous" in out[-1]
+    rows = [line.split() for line in out if line.startswith("conv ")]
+    assert [r[1] for r in rows] == ["1->16", "16->32", "32->64", "64->64"]  # the study's ConvNet
+    assert rows[1][4] == "200x16x14x14"  # one training batch, WS on: 200 digits
+    # the FLOPs counted per layer add up to the ConvNet's convolutions (its pipe less the linear layers)
+    pipe = instantiate_conv_pipe()
+    convs = bench.conv_flops_per_image(pipe) - 2 * (64 * 100 + 100 * 10)
+    assert sum(float(r[5]) for r in rows) * 1e6 / 200 == pytest.approx(convs, rel=1e-3)
+    assert rows[0][-3] == "-" and all(r[-3] != "-" for r in rows[1:])  # no input gradient for the image
+    assert "contiguous" in out[-1]
+
+
+def instantiate_conv_pipe():
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from mnist_compare.paths import CONF_DIR
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return instantiate(compose("train", ["arch=conv"]).model.pipe)

@@ -56,6 +56,10 @@ def test_all_twelve_combinations_run_with_fast_dev_run(tmp_path, mnist_dir):
     assert set(found) == {(a, w, x) for a in ("shallow", "deep", "conv") for w in (True, False) for x in (0.0, 0.5)}
     progress = re.findall(r"\[(\d+)/12 done, 0 failed", done.stdout)  # one progress mark per finished job
     assert sorted(map(int, progress)) == list(range(1, 13)) and "[12/12 done, 0 failed]" in done.stdout
+    # the pre-launch check says what it is doing before the console would fall silent, then how long it took
+    checking = done.stdout.find("checking the settings of 12 jobs before any starts")
+    checked = re.search(r"12 jobs checked in \d+\.\d s\n", done.stdout)
+    assert 0 <= checking < checked.start() < done.stdout.find("Launching jobs") < done.stdout.find("training")
 
 
 def test_same_config_and_seed_give_identical_results(tmp_path, mnist_dir):

@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import difflib
 import json
+import logging
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ TOP_LEVEL = ("arch", "ws", "aux", "seed", "threads", "checkpoint_after_s", "data
              "callbacks")
 MONITORED = ("val/acc", "val/loss")  # what the module logs for callbacks to monitor
 LAUNCH: dict[str, Any] = {}  # mode, dir and job count of this process's launch, for its closing line
+log = logging.getLogger("mnist_compare")
 
 
 def suggest(name: str, known: list[str] | tuple[str, ...]) -> str:
@@ -137,22 +140,22 @@ def check_data(cfg: DictConfig, prepared: set[str]) -> None:
         prepared.add(data_dir)
 
 
-def job_configs(config: DictConfig) -> list[tuple[str, DictConfig]]:
-    """(label, composed config) of every job the basic sweeper will launch; other sweepers
-    (Optuna) choose values as they go, so only their fixed settings are checked here."""
-    loader = GlobalHydra.instance().config_loader()
+def job_overrides(config: DictConfig) -> tuple[list[list[str]], bool]:
+    """The overrides of every job the basic sweeper will launch, and True; other sweepers
+    (Optuna) choose values as they go, so only their fixed settings are checked here (False)."""
     sweeper = str(config.hydra.sweeper.get("_target_", ""))
     task = [str(o) for o in config.hydra.overrides.task]
     if not sweeper.endswith("BasicSweeper"):
         fixed = [o for o, p in zip(task, OverridesParser.create().parse_overrides(task), strict=True)
                  if not p.is_sweep_override()]
-        return [(" ".join(fixed), loader.load_sweep_config(config, fixed))]
+        return [fixed], False
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
     params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
+    loader = GlobalHydra.instance().config_loader()
     parsed = OverridesParser.create(config_loader=loader).parse_overrides(params + task)
     (jobs,) = BasicSweeper.split_arguments(parsed, None)
-    return [(" ".join(job), loader.load_sweep_config(config, list(job))) for job in jobs]
+    return [list(job) for job in jobs], True
 
 
 def check_job(cfg: DictConfig, built: set[str], prepared: set[str]) -> str:
@@ -221,7 +224,13 @@ class Preflight(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         seen: dict[str, str] = {}
         jobs: dict[str, tuple[str, Path]] = {}
-        for label, cfg in job_configs(config):
+        started = time.perf_counter()
+        overrides, each_job = job_overrides(config)
+        if each_job:  # composing and checking takes ~0.1 s a job: say so before the console falls silent
+            log.info("checking the settings of %d job%s before any starts", len(overrides), "s"[: len(overrides) > 1])
+        loader = GlobalHydra.instance().config_loader()
+        for job in overrides:
+            label, cfg = " ".join(job), loader.load_sweep_config(config, job)
             try:
                 rid = check_job(cfg, built, prepared)
             except UserError as e:
@@ -233,5 +242,9 @@ class Preflight(Callback):
             with contextlib.suppress(OmegaConfBaseException):  # a trial number (Optuna) is known only at launch
                 jobs[label] = (rid, sweep_dir / str(cfg.hydra.sweep.subdir))
         already = check_sweep_dir(sweep_dir, jobs) if sweep_dir.is_dir() else 0
+        if each_job:
+            done = f", {already} of them done in an earlier launch" if already else ""
+            log.info("%d job%s checked in %.1f s%s", len(jobs), "s"[: len(jobs) > 1], time.perf_counter() - started,
+                     done)
         LAUNCH.update(mode="multirun", dir=sweep_dir, jobs=len(jobs))
         progress.announce(len(jobs), already)
