@@ -10,8 +10,8 @@
 module, TensorBoard logging) and the raw loop on the same seed, and prints the medians and
 their ratio. `layers` times each convolution of the study's ConvNet pipe alone on one training batch (WS on:
 200 digits): forward, then with its weight gradient, then with its input gradient too, against a
-large matrix product on the same thread(s): where the ConvNet's time goes, pass by pass. `sweep` times the whole
-Table-1 sweep as a user runs it (extra overrides, e.g.
+large matrix product on the same thread(s): where the ConvNet's time goes, pass by pass. `sweep`
+times the whole Table-1 sweep as a user runs it (extra overrides, e.g.
 trainer.precision=bf16-mixed, are passed on). `progress` times the progress line on a finished
 sweep. `gpu` is the prepared GPU benchmark: the fast_dev_run sweep with `accelerator=auto`
 (every run must land on the GPU), the whole Table-1 study on the GPU with `--jobs` runs at a
@@ -48,7 +48,8 @@ from mnist_compare.run.fit import fit
 
 
 def conv_flops(conv: torch.nn.Conv2d, output_numel: int) -> float:
-    """Forward multiply-adds x 2 of a convolution that produced `output_numel` values."""
+    """Forward multiply-adds x 2 of a convolution that produced `output_numel` values, every tap
+    counted, those on the zero padding too (the usual nominal count)."""
     return 2 * output_numel * conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
 
 
@@ -193,8 +194,14 @@ def bench_layers(args: argparse.Namespace) -> None:
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", ["arch=conv", *args.overrides])
     pipe = instantiate(cfg.model.pipe)
+    if not any(isinstance(m, torch.nn.Conv2d) for m in pipe.modules()):
+        refuse("this pipe has no convolution: give settings of the ConvNet's pipe, e.g. arch.pipe.channels_last=false")
     x = torch.zeros(2 * cfg.data.batch_size, 1, 14, 14)  # WS on: both digits of a batch in one call
     sgemm = matmul_gflops()
+
+    def rate(flops: float, ms: float) -> float | None:  # None: the difference of two medians is in the noise
+        return flops / ms / 1e6 if ms > 0 and flops / ms / 1e6 < 4 * sgemm else None
+
     print(f"{'layer':22s} {'input':14s} {'MFLOP':>6s} {'forward':>10s} {'+ weight grad':>14s} {'+ input grad':>13s}"
           f"   GFLOP/s forward, weight grad, input grad (matrix product {sgemm:.1f})")
     first = True
@@ -207,12 +214,12 @@ def bench_layers(args: argparse.Namespace) -> None:
             weights = [layer.weight, layer.bias]
             forward = timed_ms(lambda: layer(inp), args.repeats)  # noqa: B023 (used in this iteration only)
             weight = timed_ms(lambda: torch.autograd.grad(layer(inp), weights, grad), args.repeats)  # noqa: B023
-            rates = [flops / forward / 1e6, flops / (weight - forward) / 1e6 if weight > forward else None]
+            rates = [rate(flops, forward), rate(flops, weight - forward)]
             both = None
             if not first:
                 both = timed_ms(lambda: torch.autograd.grad(layer(inp), [inp, *weights], grad),  # noqa: B023
                                 args.repeats)
-                rates.append(flops / (both - weight) / 1e6 if both > weight else None)  # None: within the noise
+                rates.append(rate(flops, both - weight))
             name = f"conv {layer.in_channels}->{layer.out_channels} k{layer.kernel_size[0]} p{layer.padding[0]}"
             cells = f"{forward:7.2f} ms {weight:11.2f} ms " + (f"{both:10.2f} ms" if both else f"{'-':>13s}")
             shown = ", ".join(f"{r:.1f}" if r else "n/a" for r in rates)

@@ -66,29 +66,38 @@ def test_bench_refuses_a_count_below_one():
     assert done.returncode == 2 and "0 is not a positive whole number" in done.stderr and not done.stdout
 
 
-def test_layer_benchmark_times_every_pass_of_every_convolution(capsys):
+@pytest.fixture
+def keep_threads():
+    """`bench layers` sets torch's thread count, as a benchmark should; not for the tests after."""
     threads = torch.get_num_threads()
-    try:
-        bench.bench_layers(argparse.Namespace(repeats=1, threads=1, overrides=["arch.pipe.channels_last=false"]))
-    finally:
-        torch.set_num_threads(threads)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_layer_benchmark_counts_and_rates_every_pass_of_every_convolution(capsys, monkeypatch, keep_threads):
+    """Timings stood in for (forward 1 ms, + weight gradient 3 ms, + input gradient 6 ms), so that
+    the FLOPs and the rates printed can be checked exactly."""
+    times = iter([1.0, 3.0] + [1.0, 3.0, 6.0] * 3)
+    monkeypatch.setattr(bench, "timed_ms", lambda step, repeats: next(times))
+    monkeypatch.setattr(bench, "matmul_gflops", lambda: 100.0)
+    bench.bench_layers(argparse.Namespace(repeats=1, threads=1, overrides=["arch.pipe.channels_last=false"]))
     out = capsys.readouterr().out.splitlines()
     rows = [line.split() for line in out if line.startswith("conv ")]
     assert [r[1] for r in rows] == ["1->16", "16->32", "32->64", "64->64"]  # the study's ConvNet
     assert rows[1][4] == "200x16x14x14"  # one training batch, WS on: 200 digits
-    # the FLOPs counted per layer add up to the ConvNet's convolutions (its pipe less the linear layers)
-    pipe = instantiate_conv_pipe()
-    convs = bench.conv_flops_per_image(pipe) - 2 * (64 * 100 + 100 * 10)
-    assert sum(float(r[5]) for r in rows) * 1e6 / 200 == pytest.approx(convs, rel=1e-3)
-    assert rows[0][-3] == "-" and all(r[-3] != "-" for r in rows[1:])  # no input gradient for the image
+    # 2 x taps: 16x196 outputs x 1x9, 32x144 x 16x9, 64x36 x 32x9, 64x16 x 64x9, per digit
+    per_digit = [2 * 16 * 196 * 9, 2 * 32 * 144 * 144, 2 * 64 * 36 * 288, 2 * 64 * 16 * 576]
+    assert [float(r[5]) for r in rows] == [round(f * 200 / 1e6, 1) for f in per_digit]
+    # GFLOP/s = MFLOP / ms: forward over 1 ms, the weight gradient over 2 ms, the input gradient over 3 ms
+    first = [float(v.rstrip(",")) for v in rows[0][-2:]]
+    assert rows[0][-3] == "-" and first == pytest.approx([per_digit[0] * 200 / 1e6, per_digit[0] * 200 / 2e6], abs=0.05)
+    for row, flops in zip(rows[1:], per_digit[1:], strict=True):  # rates printed to 0.1
+        mflop = flops * 200 / 1e6
+        assert [float(v.rstrip(",")) for v in row[-3:]] == pytest.approx([mflop, mflop / 2, mflop / 3], abs=0.05)
     assert "contiguous" in out[-1]
 
 
-def instantiate_conv_pipe():
-    from hydra import compose, initialize_config_dir
-    from hydra.utils import instantiate
-
-    from mnist_compare.paths import CONF_DIR
-
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return instantiate(compose("train", ["arch=conv"]).model.pipe)
+def test_layer_benchmark_refuses_a_pipe_without_convolutions(capsys, keep_threads):
+    with pytest.raises(SystemExit) as stop:
+        bench.bench_layers(argparse.Namespace(repeats=1, threads=1, overrides=["arch=shallow"]))
+    assert stop.value.code == 2 and "no convolution" in capsys.readouterr().err

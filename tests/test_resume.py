@@ -42,7 +42,7 @@ def test_equivalent_spellings_resume_the_finished_runs_untouched(tmp_path, mnist
     assert again.returncode == 0, again.stderr
     assert "training" not in again.stdout
     assert again.stdout.count("skipped") == 2
-    assert "2 jobs checked in" in again.stdout and "2 of them done in an earlier launch" in again.stdout
+    assert "2 jobs checked in" in again.stdout and "all done in an earlier launch" in again.stdout
     assert sorted(p for p in sweep.iterdir() if p.is_dir()) == jobs  # no new folder
     assert {job: snapshot(job) for job in jobs} == before  # not a byte, not a timestamp changed
 

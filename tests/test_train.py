@@ -59,6 +59,7 @@ def test_all_twelve_combinations_run_with_fast_dev_run(tmp_path, mnist_dir):
     # the pre-launch check says what it is doing before the console would fall silent, then how long it took
     checking = done.stdout.find("checking the settings of 12 jobs before any starts")
     checked = re.search(r"12 jobs checked in \d+\.\d s\n", done.stdout)
+    assert checked, done.stdout[:2000]
     assert 0 <= checking < checked.start() < done.stdout.find("Launching jobs") < done.stdout.find("training")
 
 

@@ -193,6 +193,10 @@ def check_sweep_dir(sweep_dir: Path, jobs: dict[str, tuple[str, Path]]) -> int:
     return sum(rid in done for rid, _ in jobs.values())
 
 
+def jobs_count(n: int) -> str:
+    return f"{n} job" if n == 1 else f"{n} jobs"
+
+
 class LaunchRefused(BaseException):
     """Carries a preflight error past Hydra's callback runner, which reduces Exceptions to warnings."""
 
@@ -227,10 +231,12 @@ class Preflight(Callback):
         started = time.perf_counter()
         overrides, each_job = job_overrides(config)
         if each_job:  # composing and checking takes ~0.1 s a job: say so before the console falls silent
-            log.info("checking the settings of %d job%s before any starts", len(overrides), "s"[: len(overrides) > 1])
+            log.info("checking the settings of %s before %s starts", jobs_count(len(overrides)),
+                     "it" if len(overrides) == 1 else "any")
         loader = GlobalHydra.instance().config_loader()
-        for job in overrides:
-            label, cfg = " ".join(job), loader.load_sweep_config(config, job)
+        # every job composed before any is checked: an unknown option anywhere is refused first
+        composed = [(" ".join(job), loader.load_sweep_config(config, job)) for job in overrides]
+        for label, cfg in composed:
             try:
                 rid = check_job(cfg, built, prepared)
             except UserError as e:
@@ -243,8 +249,8 @@ class Preflight(Callback):
                 jobs[label] = (rid, sweep_dir / str(cfg.hydra.sweep.subdir))
         already = check_sweep_dir(sweep_dir, jobs) if sweep_dir.is_dir() else 0
         if each_job:
-            done = f", {already} of them done in an earlier launch" if already else ""
-            log.info("%d job%s checked in %.1f s%s", len(jobs), "s"[: len(jobs) > 1], time.perf_counter() - started,
-                     done)
+            done = "" if not already else ", all done in an earlier launch" if already == len(jobs) else \
+                f", {already} of them done in an earlier launch"
+            log.info("%s checked in %.1f s%s", jobs_count(len(jobs)), time.perf_counter() - started, done)
         LAUNCH.update(mode="multirun", dir=sweep_dir, jobs=len(jobs))
         progress.announce(len(jobs), already)
