@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -141,3 +143,34 @@ def test_relu_in_place_gives_the_same_outputs_and_gradients(batch_norm):
             results.append((out.detach(), [p.grad for p in net.parameters()]))
         (a, ga), (b, gb) = results
         assert torch.equal(a, b) and all(torch.equal(g, h) for g, h in zip(ga, gb, strict=True))
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_pooling_runs_before_relu_and_gives_the_protocols_numbers(batch_norm):
+    """The protocol's order is conv, ReLU, max-pooling; pooling first is the same function with
+    the same gradients (max and ReLU commute), so training follows it to the last bit."""
+    from mnist_compare.models.nets import conv_pipe
+
+    torch.manual_seed(0)
+    ours = conv_pipe(batch_norm=batch_norm)
+    layers = list(ours)
+    pools = [i for i, m in enumerate(layers) if isinstance(m, torch.nn.MaxPool2d)]
+    assert len(pools) == 2 and all(isinstance(layers[i + 1], torch.nn.ReLU) for i in pools)
+    for i in pools:  # the protocol's order, same weights
+        layers[i], layers[i + 1] = layers[i + 1], layers[i]
+    protocol = copy.deepcopy(torch.nn.Sequential(*layers))
+    x = torch.randn(6, 50, 1, 14, 14)  # centred inputs: many pooling windows hold no positive value
+    for precision in (torch.float32, torch.bfloat16):
+        nets = (ours, protocol)
+        optimisers = [torch.optim.Adam(net.parameters(), lr=1e-2) for net in nets]
+        for batch in x:
+            outs = []
+            for net, opt in zip(nets, optimisers, strict=True):
+                opt.zero_grad()
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == torch.bfloat16):
+                    out = net(batch)
+                out.float().square().mean().backward()
+                opt.step()
+                outs.append(out.detach())
+            assert torch.equal(*outs)
+        assert all(torch.equal(p, q) for p, q in zip(ours.parameters(), protocol.parameters(), strict=True))
