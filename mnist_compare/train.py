@@ -20,6 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from hydra_plugins.mnist_compare_launch import register as register_plugins
 from mnist_compare.paths import CONF_DIR
 from mnist_compare.results import FAILURE, METRICS, write_json
 from mnist_compare.run import cluster, progress
@@ -106,6 +107,7 @@ def cli() -> None:
     LAUNCH["argv"] = sys.argv[1:]
     sys.argv[1:] = [_null_as_none(a) for a in sys.argv[1:]]
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    register_plugins()  # hydra/sweeper=checked, hydra/launcher=parallel (conf/hydra)
     try:
         main()
     except BaseException as e:

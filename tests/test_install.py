@@ -1,4 +1,5 @@
-"""`pip install .` (not editable, as from a git URL) ships its configs; runs work from any folder."""
+"""`pip install .` (not editable, as from a git URL) ships its configs and its Hydra plugins; runs and
+sweeps work from any folder."""
 
 from __future__ import annotations
 
@@ -30,3 +31,10 @@ def test_a_plain_install_runs_from_another_folder(tmp_path, mnist_dir):
     (metrics,) = elsewhere.glob("outputs/*/*/metrics.json")
     record = json.loads(metrics.read_text())
     assert record["arch"] == "conv" and record["code"]["commit"] is None  # not run from a checkout
+    # a sweep through the checked sweeper and the parallel launcher, which Hydra's scan now finds too
+    assert (target / "hydra_plugins" / "mnist_compare_launch" / "plugins.py").is_file()
+    done = subprocess.run([sys.executable, "-m", "mnist_compare.train", "-m", "arch=shallow", "seed=0,1",
+                           "trainer=fast_dev_run", "hydra.sweep.dir=sweep"],
+                          cwd=elsewhere, env=env, capture_output=True, text=True, check=False, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(json.loads(p.read_text())["seed"] for p in elsewhere.glob("sweep/*/metrics.json")) == [0, 1]

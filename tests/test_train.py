@@ -43,11 +43,35 @@ def test_short_run_writes_a_complete_metrics_json(tmp_path, mnist_dir):
     assert "aux_loss_weight" in (out / "tb" / "hparams.yaml").read_text()
 
 
+# Loaded at the start of every Python process of the sweep (launcher and workers alike): logs each
+# job config that Hydra composes.
+COUNT_COMPOSITIONS = """
+import os
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+_compose = ConfigLoaderImpl.load_sweep_config
+
+def _counted(self, master_config, sweep_overrides):
+    with open(os.environ["COMPOSITIONS_LOG"], "a") as log:
+        log.write(" ".join(sweep_overrides) + "\\n")
+    return _compose(self, master_config, sweep_overrides)
+
+ConfigLoaderImpl.load_sweep_config = _counted
+"""
+
+
 def test_all_twelve_combinations_run_with_fast_dev_run(tmp_path, mnist_dir):
     sweep = tmp_path / "sweep"
+    (tmp_path / "hook").mkdir()
+    (tmp_path / "hook" / "sitecustomize.py").write_text(COUNT_COMPOSITIONS)
+    composed = tmp_path / "compositions.log"
     done = train("-m", "arch=shallow,deep,conv", "ws=true,false", "aux=0,0.5", "seed=0", "trainer=fast_dev_run",
-                 f"hydra.sweep.dir={sweep}")
+                 f"hydra.sweep.dir={sweep}", env={"PYTHONPATH": str(tmp_path / "hook"),
+                                                  "COMPOSITIONS_LOG": str(composed)})
     assert done.returncode == 0, done.stderr
+    # each job's config composed once, by the pre-launch check, and not again by the sweeper or the worker
+    jobs = composed.read_text().splitlines()
+    assert len(jobs) == len(set(jobs)) == 12, jobs
     found = {}
     for path in sweep.glob("*/metrics.json"):
         m = json.loads(path.read_text())

@@ -35,6 +35,9 @@ TOP_LEVEL = ("arch", "ws", "aux", "seed", "threads", "checkpoint_after_s", "data
              "callbacks")
 MONITORED = ("val/acc", "val/loss")  # what the module logs for callbacks to monitor
 LAUNCH: dict[str, Any] = {}  # mode, dir and job count of this process's launch, for its closing line
+# job overrides -> its config as composed here, which hydra/sweeper=checked and hydra/launcher=parallel
+# use instead of composing it again (hydra_plugins/mnist_compare_launch)
+COMPOSED: dict[tuple[str, ...], DictConfig] = {}
 log = logging.getLogger("mnist_compare")
 
 
@@ -145,7 +148,7 @@ def job_overrides(config: DictConfig) -> tuple[list[list[str]], bool]:
     (Optuna) choose values as they go, so only their fixed settings are checked here (False)."""
     sweeper = str(config.hydra.sweeper.get("_target_", ""))
     task = [str(o) for o in config.hydra.overrides.task]
-    if not sweeper.endswith("BasicSweeper"):
+    if not sweeper.endswith(("BasicSweeper", "CheckedSweeper")):
         fixed = [o for o, p in zip(task, OverridesParser.create().parse_overrides(task), strict=True)
                  if not p.is_sweep_override()]
         return [fixed], False
@@ -236,6 +239,9 @@ class Preflight(Callback):
         loader = GlobalHydra.instance().config_loader()
         # every job composed before any is checked: an unknown option anywhere is refused first
         composed = [(" ".join(job), loader.load_sweep_config(config, job)) for job in overrides]
+        if each_job:  # the checked sweeper and parallel launcher use these instead of composing again
+            COMPOSED.clear()
+            COMPOSED.update((tuple(job), cfg) for job, (_, cfg) in zip(overrides, composed, strict=True))
         for label, cfg in composed:
             try:
                 rid = check_job(cfg, built, prepared)

@@ -1,0 +1,28 @@
+"""A sweep's jobs composed once: Hydra's basic sweeper and joblib launcher, minus two compositions.
+
+Hydra composes each job of a sweep three times: our pre-launch check (`mnist_compare/run/preflight.py`)
+to check it, the basic sweeper to validate it, the joblib launcher's worker to run it, about 80 ms
+each (docs/study.md, Performance). The check composes exactly as the other two do
+(`load_sweep_config` of the same master config and overrides) and keeps the result, so these two
+subclasses use it: `hydra/sweeper=checked` skips the validation of jobs the check composed,
+`hydra/launcher=parallel` sends each worker its job's config instead of composing it there. A job
+the check did not compose (another sweeper's, e.g. Optuna's trials) is composed as before.
+
+Hydra 1.3 finds plugins by scanning this namespace package, which an editable install
+(`pip install -e .`) hides from the scan outside the checkout, so `mnist_compare.train` registers
+both classes (`register`). The scan imports the modules here in any Hydra app of the environment,
+so they import nothing heavy at the top.
+"""
+
+from __future__ import annotations
+
+
+def register() -> None:
+    """Make both classes known to Hydra whether or not its scan found this package."""
+    from hydra.core.plugins import Plugins
+
+    plugins = Plugins.instance()  # the scan first: it re-imports the base classes' modules
+    from hydra_plugins.mnist_compare_launch.plugins import CheckedSweeper, ParallelLauncher
+
+    for plugin in (CheckedSweeper, ParallelLauncher):
+        plugins.register(plugin)

@@ -1,0 +1,86 @@
+"""The checked sweeper and the parallel launcher (see the package's docstring). Imported only
+after Hydra's plugin scan (`register`): the scan re-imports the modules of Hydra's own plugins,
+and a subclass of a class it has since replaced fails in its base class's `super(Base, self)`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
+from hydra.types import HydraContext, TaskFunction
+from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
+from omegaconf import DictConfig, open_dict
+
+log = logging.getLogger(__name__)
+
+
+def composed_by_check() -> dict[tuple[str, ...], DictConfig]:
+    """Job overrides -> the config the pre-launch check composed for them. Imported when used:
+    Hydra's scan may load this module a second time, which must not make a second store."""
+    from mnist_compare.run.preflight import COMPOSED
+
+    return COMPOSED
+
+
+class CheckedSweeper(BasicSweeper):
+    """Hydra's basic sweeper; a job the pre-launch check has composed is not composed again."""
+
+    def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
+        composed = composed_by_check()
+        rest = [job for job in batch if tuple(job) not in composed]
+        if rest:
+            super().validate_batch_is_legal(rest)
+
+
+class ParallelLauncher(JoblibLauncher):
+    """Hydra's joblib launcher (same settings, same parallel processes); each job is sent with
+    the config the pre-launch check composed, when there is one."""
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
+        from joblib import Parallel, delayed
+
+        setup_globals()
+        assert self.config is not None and self.task_function is not None and self.hydra_context is not None
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        joblib_cfg = self.joblib
+        joblib_cfg["backend"] = "loky"  # as the joblib launcher: threads do not mix with Hydra's globals
+        process_joblib_cfg(joblib_cfg)
+        log.info("Joblib.Parallel(%s) is launching %d jobs", ",".join(f"{k}={v}" for k, v in joblib_cfg.items()),
+                 len(job_overrides))
+        log.info("Launching jobs, sweep output dir : %s", sweep_dir)
+        for idx, overrides in enumerate(job_overrides):
+            log.info("\t#%d : %s", initial_job_idx + idx, " ".join(filter_overrides(overrides)))
+        state = Singleton.get_state()
+        composed = composed_by_check()
+        runs = Parallel(**joblib_cfg)(
+            delayed(execute_job)(initial_job_idx + idx, overrides, composed.get(tuple(overrides)),
+                                 self.hydra_context, self.config, self.task_function, state)
+            for idx, overrides in enumerate(job_overrides)
+        )
+        assert isinstance(runs, list) and all(isinstance(r, JobReturn) for r in runs)
+        return runs
+
+
+def execute_job(idx: int, overrides: Sequence[str], composed: DictConfig | None, hydra_context: HydraContext,
+                config: DictConfig, task_function: TaskFunction, singleton_state: dict[Any, Any]) -> JobReturn:
+    """In the worker: the joblib launcher's `execute_job`, with the job's config when given."""
+    setup_globals()
+    Singleton.set_state(singleton_state)
+    sweep_config = composed if composed is not None else \
+        hydra_context.config_loader.load_sweep_config(config, list(overrides))
+    with open_dict(sweep_config):
+        sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{idx}"
+        sweep_config.hydra.job.num = idx
+    HydraConfig.instance().set_config(sweep_config)
+    return run_job(hydra_context=hydra_context, config=sweep_config, task_function=task_function,
+                   job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
