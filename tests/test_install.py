@@ -34,7 +34,9 @@ def test_a_plain_install_runs_from_another_folder(tmp_path, mnist_dir):
     # a sweep through the checked sweeper and the parallel launcher, which Hydra's scan now finds too
     assert (target / "hydra_plugins" / "mnist_compare_launch" / "plugins.py").is_file()
     done = subprocess.run([sys.executable, "-m", "mnist_compare.train", "-m", "arch=shallow", "seed=0,1",
-                           "trainer=fast_dev_run", "hydra.sweep.dir=sweep"],
+                           "trainer=fast_dev_run"],
                           cwd=elsewhere, env=env, capture_output=True, text=True, check=False, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert sorted(json.loads(p.read_text())["seed"] for p in elsewhere.glob("sweep/*/metrics.json")) == [0, 1]
+    # both jobs, composed before the launch and run by two workers, in the launch's one dated folder
+    (sweep,) = elsewhere.glob("multirun/*/*")
+    assert sorted(json.loads(p.read_text())["seed"] for p in sweep.glob("*/metrics.json")) == [0, 1]

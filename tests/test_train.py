@@ -66,8 +66,8 @@ def test_all_twelve_combinations_run_with_fast_dev_run(tmp_path, mnist_dir):
     (tmp_path / "hook" / "sitecustomize.py").write_text(COUNT_COMPOSITIONS)
     composed = tmp_path / "compositions.log"
     done = train("-m", "arch=shallow,deep,conv", "ws=true,false", "aux=0,0.5", "seed=0", "trainer=fast_dev_run",
-                 f"hydra.sweep.dir={sweep}", env={"PYTHONPATH": str(tmp_path / "hook"),
-                                                  "COMPOSITIONS_LOG": str(composed)})
+                 f"hydra.sweep.dir={sweep}", env={"COMPOSITIONS_LOG": str(composed), "PYTHONPATH": os.pathsep.join(
+                     [str(tmp_path / "hook"), *filter(None, [os.environ.get("PYTHONPATH")])])})
     assert done.returncode == 0, done.stderr
     # each job's config composed once, by the pre-launch check, and not again by the sweeper or the worker
     jobs = composed.read_text().splitlines()

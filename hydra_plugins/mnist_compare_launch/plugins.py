@@ -1,6 +1,10 @@
-"""The checked sweeper and the parallel launcher (see the package's docstring). Imported only
-after Hydra's plugin scan (`register`): the scan re-imports the modules of Hydra's own plugins,
-and a subclass of a class it has since replaced fails in its base class's `super(Base, self)`.
+"""The checked sweeper and the parallel launcher (see the package's docstring).
+
+Hydra's plugin scan re-imports the modules of the plugins it finds, Hydra's own included, and a
+subclass of a class it has since replaced fails in the base class's `super(Base, self)` (as
+BasicSweeper's `__init__` does). So this module is imported during the scan (where the scan finds
+this package: a plain install, or the checkout as working folder), after Hydra's own core plugins,
+or by `register` after the scan; never before it.
 """
 
 from __future__ import annotations
@@ -59,7 +63,7 @@ class ParallelLauncher(JoblibLauncher):
                  len(job_overrides))
         log.info("Launching jobs, sweep output dir : %s", sweep_dir)
         for idx, overrides in enumerate(job_overrides):
-            log.info("\t#%d : %s", initial_job_idx + idx, " ".join(filter_overrides(overrides)))
+            log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
         state = Singleton.get_state()
         composed = composed_by_check()
         runs = Parallel(**joblib_cfg)(

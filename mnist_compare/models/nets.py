@@ -31,8 +31,8 @@ def conv_pipe(
     dropout: float = 0.0,
     channels_last: bool = True,
 ) -> nn.Sequential:
-    """3x3 convs with ReLU, each optionally followed by max-pooling of size `pool[i]` (1: none),
-    then a one-hidden-layer MLP; the defaults are the study's ConvNet pipe.
+    """3x3 convs, each with ReLU and optionally max-pooling of size `pool[i]` (1: none), then a
+    one-hidden-layer MLP; the defaults are the study's ConvNet pipe.
 
     Where a conv is pooled, the pooling runs before its ReLU: ReLU is monotone, so the two
     commute exactly, outputs and gradients to the last bit (tested), and the ReLU and its

@@ -228,6 +228,9 @@ class Preflight(Callback):
     def _check_sweep(self, config: DictConfig) -> None:
         built: set[str] = set()
         prepared: set[str] = set()
+        COMPOSED.clear()
+        # read before any job is composed: this fixes `${now:...}` in the master config, whose
+        # resolved values every composition copies, so each job (and the worker running it) sees this folder
         sweep_dir = Path(config.hydra.sweep.dir)
         seen: dict[str, str] = {}
         jobs: dict[str, tuple[str, Path]] = {}
@@ -240,7 +243,6 @@ class Preflight(Callback):
         # every job composed before any is checked: an unknown option anywhere is refused first
         composed = [(" ".join(job), loader.load_sweep_config(config, job)) for job in overrides]
         if each_job:  # the checked sweeper and parallel launcher use these instead of composing again
-            COMPOSED.clear()
             COMPOSED.update((tuple(job), cfg) for job, (_, cfg) in zip(overrides, composed, strict=True))
         for label, cfg in composed:
             try:
