@@ -44,19 +44,28 @@ def test_short_run_writes_a_complete_metrics_json(tmp_path, mnist_dir):
 
 
 # Loaded at the start of every Python process of the sweep (launcher and workers alike): logs each
-# job config that Hydra composes.
+# job config that Hydra composes, and each scan of Hydra's plugins with the process that made it.
 COUNT_COMPOSITIONS = """
 import os
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra.core.plugins import Plugins
 
-_compose = ConfigLoaderImpl.load_sweep_config
+_compose, _scan = ConfigLoaderImpl.load_sweep_config, Plugins._initialize
+
+def _log(line):
+    with open(os.environ["COMPOSITIONS_LOG"], "a") as log:
+        log.write(line + "\\n")
 
 def _counted(self, master_config, sweep_overrides):
-    with open(os.environ["COMPOSITIONS_LOG"], "a") as log:
-        log.write(" ".join(sweep_overrides) + "\\n")
+    _log(" ".join(sweep_overrides))
     return _compose(self, master_config, sweep_overrides)
 
+def _scan_counted(self):
+    _log(f"plugins scanned by {os.getpid()}")
+    return _scan(self)
+
 ConfigLoaderImpl.load_sweep_config = _counted
+Plugins._initialize = _scan_counted
 """
 
 
@@ -69,9 +78,13 @@ def test_all_twelve_combinations_run_with_fast_dev_run(tmp_path, mnist_dir):
                  f"hydra.sweep.dir={sweep}", env={"COMPOSITIONS_LOG": str(composed), "PYTHONPATH": os.pathsep.join(
                      [str(tmp_path / "hook"), *filter(None, [os.environ.get("PYTHONPATH")])])})
     assert done.returncode == 0, done.stderr
-    # each job's config composed once, by the pre-launch check, and not again by the sweeper or the worker
-    jobs = composed.read_text().splitlines()
+    # each job's config composed once, by the pre-launch check, and not again by the sweeper or the worker;
+    # Hydra's plugins scanned once per process (the launcher, each worker), not again for every job
+    lines = composed.read_text().splitlines()
+    jobs = [line for line in lines if not line.startswith("plugins scanned")]
     assert len(jobs) == len(set(jobs)) == 12, jobs
+    scans = [line for line in lines if line.startswith("plugins scanned")]
+    assert len(scans) == len(set(scans)) <= 3, scans
     found = {}
     for path in sweep.glob("*/metrics.json"):
         m = json.loads(path.read_text())
