@@ -1,12 +1,13 @@
 """A sweep's jobs composed once: Hydra's basic sweeper and joblib launcher, minus two compositions.
 
-Hydra composes each job of a sweep three times: our pre-launch check (`mnist_compare/run/preflight.py`)
-to check it, the basic sweeper to validate it, the joblib launcher's worker to run it, about 80 ms
-each (docs/study.md, Performance). The check composes exactly as the other two do
-(`load_sweep_config` of the same master config and overrides) and keeps the result, so these two
-subclasses use it: `hydra/sweeper=checked` skips the validation of jobs the check composed,
-`hydra/launcher=parallel` sends each worker its job's config instead of composing it there. A job
-the check did not compose (another sweeper's, e.g. Optuna's trials) is composed as before.
+Without this package Hydra composes each job of a sweep three times: our pre-launch check
+(`mnist_compare/run/preflight.py`) to check it, the basic sweeper to validate it, the joblib
+launcher's worker to run it, about 80 ms each (docs/study.md, Performance). The check composes
+exactly as the other two do (`load_sweep_config` of the same master config and overrides) and keeps
+the result, so these two subclasses use it: `hydra/sweeper=checked` skips the validation of jobs
+the check composed, `hydra/launcher=parallel` sends each worker its job's config instead of
+composing it there. A job the check did not compose (another sweeper's, e.g. Optuna's trials) is
+composed as before.
 
 Hydra 1.3 finds plugins by scanning this namespace package, which an editable install
 (`pip install -e .`) hides from the scan outside the checkout, so `mnist_compare.train` registers
