@@ -241,10 +241,11 @@ class Preflight(Callback):
                      "it" if len(overrides) == 1 else "any")
         loader = GlobalHydra.instance().config_loader()
         # every job composed before any is checked: an unknown option anywhere is refused first
-        composed = [(" ".join(job), loader.load_sweep_config(config, job)) for job in overrides]
+        composed = [(job, loader.load_sweep_config(config, job)) for job in overrides]
         if each_job:  # the checked sweeper and parallel launcher use these instead of composing again
-            COMPOSED.update((tuple(job), cfg) for job, (_, cfg) in zip(overrides, composed, strict=True))
-        for label, cfg in composed:
+            COMPOSED.update((tuple(job), cfg) for job, cfg in composed)
+        for job, cfg in composed:
+            label = " ".join(job)
             try:
                 rid = check_job(cfg, built, prepared)
             except UserError as e:
