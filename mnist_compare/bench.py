@@ -44,6 +44,7 @@ from mnist_compare.models.nets import PairNet
 from mnist_compare.paths import CONF_DIR
 from mnist_compare.run import progress
 from mnist_compare.run.allocator import keep_freed_memory
+from mnist_compare.run.cuda_probe import skip_nvml_probe
 from mnist_compare.run.fit import fit
 
 
@@ -136,6 +137,7 @@ def raw_loop(cfg: DictConfig) -> float:
 def bench_runs(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     keep_freed_memory()  # as `fit` does: both paths get the same allocator
+    skip_nvml_probe()  # and the same per-step CUDA probe, as cheap as in a process without Lightning
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         for arch in args.arch:
             cfg = compose("train", [f"arch={arch}", "ws=true", "aux=0.5", "seed=0",

@@ -272,3 +272,33 @@ def test_the_record_names_the_device_it_trained_on(tmp_path, mnist_dir, monkeypa
     record = fit_module.fit(cfg, tmp_path)
     assert record["device"] == "cpu:0"
     assert kept  # every run asks the allocator to keep freed buffers
+
+
+def test_adam_steps_do_not_probe_nvml_on_a_machine_without_cuda(tmp_path, mnist_dir, monkeypatch):
+    """Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 on import, and Adam asks whether CUDA is
+    available on every step: with the variable, each step loaded NVML again (a failed dlopen
+    here, ~0.15-0.2 ms). Where no device is visible, a run drops it: the probes (Lightning's own,
+    while it sets up) no longer grow with the number of steps."""
+    import torch
+    from hydra import compose, initialize_config_dir
+
+    from mnist_compare.paths import CONF_DIR
+    from mnist_compare.run.cuda_probe import NVML_CHECK
+    from mnist_compare.run.fit import fit
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is visible: the probe is kept, as it should be")
+    probes = []
+    nvml_count = torch.cuda._raw_device_count_nvml
+    monkeypatch.setattr(torch.cuda, "_raw_device_count_nvml", lambda: probes.append(1) or nvml_count())
+    counts = {}
+    for epochs in (1, 4):  # 2 and 8 Adam steps
+        monkeypatch.setenv(NVML_CHECK, "1")  # as `import pytorch_lightning` leaves it
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            cfg = compose("train", [f"trainer.max_epochs={epochs}", "data.n_pairs=200",
+                                    f"data.data_dir={mnist_dir}", "logger=none"])
+        probes.clear()
+        assert fit(cfg, tmp_path / str(epochs))["epochs"] == epochs
+        counts[epochs] = len(probes)
+    assert counts[4] == counts[1] <= 5
+    assert NVML_CHECK not in os.environ

@@ -19,6 +19,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from mnist_compare.models.module import CompareModule
 from mnist_compare.run import cluster
 from mnist_compare.run.allocator import keep_freed_memory
+from mnist_compare.run.cuda_probe import skip_nvml_probe
 from mnist_compare.run.identity import flatten
 
 
@@ -47,6 +48,7 @@ def fit(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Train; return the record's measured part (metrics.json adds identity and provenance)."""
     quiet_lightning()
     keep_freed_memory()
+    skip_nvml_probe()
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     pl.seed_everything(cfg.seed, verbose=False)  # the seed also fixes the pairs, through the data module
