@@ -21,6 +21,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from hydra_plugins.mnist_compare_launch import register as register_plugins
+from hydra_plugins.mnist_compare_launch import stop_workers
 from mnist_compare.paths import CONF_DIR
 from mnist_compare.results import FAILURE, METRICS, write_json
 from mnist_compare.run import cluster, progress
@@ -115,6 +116,7 @@ def cli() -> None:
         if message:
             print(message, file=sys.stderr)
         raise SystemExit(status) from None
+    stop_workers()  # the sweep's results are all in: its workers need no orderly shutdown
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -44,9 +45,11 @@ def test_short_run_writes_a_complete_metrics_json(tmp_path, mnist_dir):
 
 
 # Loaded at the start of every Python process of the sweep (launcher and workers alike): logs each
-# job config that Hydra composes, and each scan of Hydra's plugins with the process that made it.
+# job config that Hydra composes, each scan of Hydra's plugins with the process that made it, and
+# when each process started, with its command line.
 COUNT_COMPOSITIONS = """
 import os
+import time
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra.core.plugins import Plugins
 
@@ -66,6 +69,8 @@ def _scan_counted(self):
 
 ConfigLoaderImpl.load_sweep_config = _counted
 Plugins._initialize = _scan_counted
+with open("/proc/self/cmdline") as cmdline:
+    _log(f"process {os.getpid()} started at {time.time()}: " + cmdline.read().replace(chr(0), " ")[:150])
 """
 
 
@@ -81,7 +86,7 @@ def test_all_twelve_combinations_run_with_fast_dev_run(tmp_path, mnist_dir):
     # each job's config composed once, by the pre-launch check, and not again by the sweeper or the worker;
     # Hydra's plugins scanned once per process (the launcher, each worker), not again for every job
     lines = composed.read_text().splitlines()
-    jobs = [line for line in lines if not line.startswith("plugins scanned")]
+    jobs = [line for line in lines if not line.startswith(("plugins scanned", "process "))]
     assert len(jobs) == len(set(jobs)) == 12, jobs
     scans = [line for line in lines if line.startswith("plugins scanned")]
     assert len(scans) == len(set(scans)) <= 3, scans
@@ -98,6 +103,42 @@ def test_all_twelve_combinations_run_with_fast_dev_run(tmp_path, mnist_dir):
     checked = re.search(r"12 jobs checked in \d+\.\d s\n", done.stdout)
     assert checked, done.stdout[:2000]
     assert 0 <= checking < checked.start() < done.stdout.find("Launching jobs") < done.stdout.find("training")
+    # the launcher's worker processes were started while the check ran (their imports overlap it), and
+    # the jobs ran in them: no worker started after the check
+    workers = [float(at) for at in re.findall(r"started at ([\d.]+): .*LokyProcess", composed.read_text())]
+    stamp = re.search(r"\[([\d-]+ [\d:]+,\d+)\]\[HYDRA\] 12 jobs checked", done.stdout).group(1)
+    check_ended = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    assert workers and max(workers) < check_ended, composed.read_text()
+
+
+def running(pid: int) -> bool:
+    """Whether a process runs (a zombie left to a container's init that reaps nothing does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def test_a_refused_sweep_stops_the_workers_started_for_it(tmp_path, mnist_dir):
+    """The parallel launcher's workers start while the pre-launch check runs; when the check refuses
+    the sweep they are killed, and the refusal stays one line (no joblib warning about them)."""
+    sweep = tmp_path / "sweep"
+    (tmp_path / "hook").mkdir()
+    (tmp_path / "hook" / "sitecustomize.py").write_text(COUNT_COMPOSITIONS)
+    log = tmp_path / "processes.log"
+    done = train("-m", "arch=shallow,deep", "aux=0,0.5,1.5", "seed=0,1", "trainer=fast_dev_run",
+                 f"hydra.sweep.dir={sweep}", env={"COMPOSITIONS_LOG": str(log), "PYTHONPATH": os.pathsep.join(
+                     [str(tmp_path / "hook"), *filter(None, [os.environ.get("PYTHONPATH")])])})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().count("\n") == 0 and "aux=1.5 is not allowed" in done.stderr, done.stderr
+    assert not sweep.exists()
+    workers = [int(pid) for pid in re.findall(r"process (\d+) started at [\d.]+: .*LokyProcess", log.read_text())]
+    assert workers, log.read_text()  # started before the refusal
+    deadline = time.time() + 2
+    while any(map(running, workers)) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not any(map(running, workers))
 
 
 def test_same_config_and_seed_give_identical_results(tmp_path, mnist_dir):

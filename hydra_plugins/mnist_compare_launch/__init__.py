@@ -27,3 +27,12 @@ def register() -> None:
 
     for plugin in (CheckedSweeper, ParallelLauncher):
         plugins.register(plugin)
+
+
+def stop_workers() -> None:
+    """End the parallel launcher's workers, if this process started any (`plugins.stop_workers`)."""
+    import sys
+
+    plugins = sys.modules.get(f"{__name__}.plugins")
+    if plugins is not None:
+        plugins.stop_workers()

@@ -10,7 +10,9 @@ or by `register` after the scan; never before it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import os
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,58 @@ from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 from omegaconf import DictConfig, open_dict
 
 log = logging.getLogger(__name__)
+# the workers' first tasks, started before the pre-launch check (`start_workers`), and whether
+# this process has started workers at all
+_WARMING: list[Iterator[int]] = []
+_STARTED: list[bool] = []
+
+
+def joblib_settings(launcher: dict[str, Any]) -> dict[str, Any]:
+    """`joblib.Parallel`'s arguments from the launcher's settings, as Hydra's joblib launcher makes them."""
+    from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
+
+    settings = {k: v for k, v in launcher.items() if k != "_target_"}
+    settings["backend"] = "loky"  # as the joblib launcher: threads do not mix with Hydra's globals
+    process_joblib_cfg(settings)
+    return settings
+
+
+def import_the_task() -> int:
+    """A worker's first task: what every job needs imported (torch, Lightning: about 5 s)."""
+    import mnist_compare.train  # noqa: F401
+
+    return os.getpid()
+
+
+def start_workers(launcher: dict[str, Any], jobs: int) -> None:
+    """Start the launcher's worker processes and their imports now, before the pre-launch check
+    composes and checks every job in this process (about 11 s for the Table-1 sweep), instead of
+    after it: the two overlap. The launch reuses these workers (joblib's reusable executor, the
+    same settings); a refused launch kills them (`stop_workers`)."""
+    from joblib import Parallel, delayed, effective_n_jobs
+
+    settings = joblib_settings(launcher)
+    n = min(jobs, effective_n_jobs(settings.get("n_jobs", -1)))
+    _STARTED.append(True)
+    _WARMING.append(Parallel(**settings, return_as="generator_unordered")(
+        delayed(import_the_task)() for _ in range(n)))
+
+
+def stop_workers() -> None:
+    """End this process's workers at once. After a sweep whose results are all in, loky would
+    let each worker's interpreter shut down (some 1-3 s with torch loaded) before this process
+    may exit; a launch refused while they were starting cancels their first tasks, and joblib
+    kills them. (A failed or interrupted launch: joblib has killed them already.)"""
+    if _WARMING:
+        with warnings.catch_warnings():  # joblib says which first tasks it cancelled
+            warnings.simplefilter("ignore")
+            while _WARMING:
+                _WARMING.pop().close()
+    elif _STARTED:
+        from joblib.externals.loky import get_reusable_executor
+
+        get_reusable_executor(reuse=True).shutdown(wait=True, kill_workers=True)
+    _STARTED.clear()
 
 
 def composed_by_check() -> dict[tuple[str, ...], DictConfig]:
@@ -48,7 +102,6 @@ class ParallelLauncher(JoblibLauncher):
     the config the pre-launch check composed, when there is one."""
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
         from joblib import Parallel, delayed
 
         setup_globals()
@@ -56,30 +109,43 @@ class ParallelLauncher(JoblibLauncher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        joblib_cfg = self.joblib
-        joblib_cfg["backend"] = "loky"  # as the joblib launcher: threads do not mix with Hydra's globals
-        process_joblib_cfg(joblib_cfg)
+        joblib_cfg = joblib_settings(self.joblib)
         log.info("Joblib.Parallel(%s) is launching %d jobs", ",".join(f"{k}={v}" for k, v in joblib_cfg.items()),
                  len(job_overrides))
         log.info("Launching jobs, sweep output dir : %s", sweep_dir)
         for idx, overrides in enumerate(job_overrides):
             log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
+        while _WARMING:  # the workers started before the check have their imports done
+            for _ in _WARMING.pop():
+                pass
+        _STARTED.append(True)
         state = Singleton.get_state()
         composed = composed_by_check()
+        sweep = sweep_statement()
         runs = Parallel(**joblib_cfg)(
             delayed(execute_job)(initial_job_idx + idx, overrides, composed.get(tuple(overrides)),
-                                 self.hydra_context, self.config, self.task_function, state)
+                                 self.hydra_context, self.config, self.task_function, state, sweep)
             for idx, overrides in enumerate(job_overrides)
         )
         assert isinstance(runs, list) and all(isinstance(r, JobReturn) for r in runs)
         return runs
 
 
+def sweep_statement() -> dict[str, str]:
+    """The environment the pre-launch check set for the jobs (the sweep's total and start, for
+    each job's progress mark), which workers started before it did not inherit."""
+    from mnist_compare.run.progress import ENV
+
+    return {ENV: os.environ[ENV]} if ENV in os.environ else {}
+
+
 def execute_job(idx: int, overrides: Sequence[str], composed: DictConfig | None, hydra_context: HydraContext,
-                config: DictConfig, task_function: TaskFunction, singleton_state: dict[Any, Any]) -> JobReturn:
+                config: DictConfig, task_function: TaskFunction, singleton_state: dict[Any, Any],
+                sweep: dict[str, str]) -> JobReturn:
     """In the worker: the joblib launcher's `execute_job`, with the job's config when given, and
     with the plugin registry of this worker's previous job: Hydra's `Singleton.set_state` leaves
     the registry out of the state and scans every plugin again otherwise, about 45 ms a job."""
+    os.environ.update(sweep)
     setup_globals()
     kept = Singleton._instances.get(Plugins)
     if kept is not None:

@@ -12,6 +12,7 @@ import difflib
 import json
 import logging
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from hydra_plugins.mnist_compare_launch import stop_workers
 from mnist_compare.data.mnist import default_data_dir, prepare_pooled
 from mnist_compare.errors import UserError
 from mnist_compare.run import cluster, progress
@@ -38,6 +40,8 @@ LAUNCH: dict[str, Any] = {}  # mode, dir and job count of this process's launch,
 # job overrides -> its config as composed here, which hydra/sweeper=checked and hydra/launcher=parallel
 # use instead of composing it again (hydra_plugins/mnist_compare_launch)
 COMPOSED: dict[tuple[str, ...], DictConfig] = {}
+# the launcher whose workers start while the check runs (conf/hydra/launcher/parallel.yaml)
+PARALLEL_LAUNCHER = "hydra_plugins.mnist_compare_launch.plugins.ParallelLauncher"
 log = logging.getLogger("mnist_compare")
 
 
@@ -216,8 +220,11 @@ class Preflight(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             self._check_sweep(config)
-        except Exception as e:
-            raise LaunchRefused(e) from e
+        except BaseException as e:
+            stop_workers()  # any the check started (hydra/launcher=parallel)
+            if isinstance(e, Exception):
+                raise LaunchRefused(e) from e
+            raise
 
     def _check_run(self, config: DictConfig) -> None:
         rid = check_job(config, set(), set())
@@ -236,6 +243,11 @@ class Preflight(Callback):
         jobs: dict[str, tuple[str, Path]] = {}
         started = time.perf_counter()
         overrides, each_job = job_overrides(config)
+        if config.hydra.launcher.get("_target_") == PARALLEL_LAUNCHER:  # their start overlaps the check
+            from hydra_plugins.mnist_compare_launch.plugins import start_workers
+
+            start_workers(OmegaConf.to_container(config.hydra.launcher, resolve=True),
+                          len(overrides) if each_job else sys.maxsize)  # Optuna: trials as they come
         if each_job:  # composing and checking takes ~0.1 s a job: say so before the console falls silent
             log.info("checking the settings of %s before %s starts", jobs_count(len(overrides)),
                      "it" if len(overrides) == 1 else "any")
