@@ -116,7 +116,8 @@ def cli() -> None:
         if message:
             print(message, file=sys.stderr)
         raise SystemExit(status) from None
-    stop_workers()  # the sweep's results are all in: its workers need no orderly shutdown
+    finally:  # a sweep's workers are killed rather than left to shut down one by one
+        stop_workers()
 
 
 if __name__ == "__main__":

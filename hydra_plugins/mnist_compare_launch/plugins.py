@@ -9,10 +9,11 @@ or by `register` after the scan; never before it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,9 @@ from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 from omegaconf import DictConfig, open_dict
 
 log = logging.getLogger(__name__)
-# the workers' first tasks, started before the pre-launch check (`start_workers`), and whether
-# this process has started workers at all
-_WARMING: list[Iterator[int]] = []
-_STARTED: list[bool] = []
+# this process's parallel workers, when the pre-launch check started them: "warming" (their
+# first tasks, the imports) and "executor" (loky's reusable executor they run in)
+_WORKERS: dict[str, Any] = {}
 
 
 def joblib_settings(launcher: dict[str, Any]) -> dict[str, Any]:
@@ -41,42 +41,41 @@ def joblib_settings(launcher: dict[str, Any]) -> dict[str, Any]:
     return settings
 
 
-def import_the_task() -> int:
-    """A worker's first task: what every job needs imported (torch, Lightning: about 5 s)."""
+def import_job_code() -> None:
+    """A worker's first task: what every job imports (torch, Lightning: about 5 s)."""
     import mnist_compare.train  # noqa: F401
-
-    return os.getpid()
 
 
 def start_workers(launcher: dict[str, Any], jobs: int) -> None:
     """Start the launcher's worker processes and their imports now, before the pre-launch check
     composes and checks every job in this process (about 11 s for the Table-1 sweep), instead of
     after it: the two overlap. The launch reuses these workers (joblib's reusable executor, the
-    same settings); a refused launch kills them (`stop_workers`)."""
+    same settings); a refused launch kills them (`stop_workers`). One job at a time runs in
+    this process (joblib's sequential backend): nothing to start."""
     from joblib import Parallel, delayed, effective_n_jobs
+    from joblib.externals.loky import get_reusable_executor
 
     settings = joblib_settings(launcher)
-    n = min(jobs, effective_n_jobs(settings.get("n_jobs", -1)))
-    _STARTED.append(True)
-    _WARMING.append(Parallel(**settings, return_as="generator_unordered")(
-        delayed(import_the_task)() for _ in range(n)))
+    workers = effective_n_jobs(settings.get("n_jobs", -1))
+    if workers < 2 or jobs < 1:
+        return
+    warming = Parallel(**settings, return_as="generator_unordered")(
+        delayed(import_job_code)() for _ in range(min(jobs, workers)))
+    _WORKERS.update(warming=warming, executor=get_reusable_executor(reuse=True))  # the one just started
 
 
 def stop_workers() -> None:
-    """End this process's workers at once. After a sweep whose results are all in, loky would
-    let each worker's interpreter shut down (some 1-3 s with torch loaded) before this process
-    may exit; a launch refused while they were starting cancels their first tasks, and joblib
-    kills them. (A failed or interrupted launch: joblib has killed them already.)"""
-    if _WARMING:
-        with warnings.catch_warnings():  # joblib says which first tasks it cancelled
-            warnings.simplefilter("ignore")
-            while _WARMING:
-                _WARMING.pop().close()
-    elif _STARTED:
-        from joblib.externals.loky import get_reusable_executor
-
-        get_reusable_executor(reuse=True).shutdown(wait=True, kill_workers=True)
-    _STARTED.clear()
+    """End the workers `start_workers` started, at once, whatever ended the command. After a
+    sweep, loky would let each worker's interpreter shut down (some 1-3 s with torch loaded)
+    before this process may exit; before the launch (a refused check), their first tasks are
+    cancelled and joblib kills them. Never raises: it runs on the way out."""
+    warming, executor = _WORKERS.pop("warming", None), _WORKERS.pop("executor", None)
+    with warnings.catch_warnings(), contextlib.suppress(Exception):
+        warnings.simplefilter("ignore")  # joblib on the cancelled tasks, loky where `pgrep` is missing
+        if warming is not None:
+            warming.close()
+        if executor is not None:
+            executor.shutdown(wait=True, kill_workers=True)  # a no-op where joblib has killed them
 
 
 def composed_by_check() -> dict[tuple[str, ...], DictConfig]:
@@ -115,10 +114,8 @@ class ParallelLauncher(JoblibLauncher):
         log.info("Launching jobs, sweep output dir : %s", sweep_dir)
         for idx, overrides in enumerate(job_overrides):
             log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
-        while _WARMING:  # the workers started before the check have their imports done
-            for _ in _WARMING.pop():
-                pass
-        _STARTED.append(True)
+        for _ in _WORKERS.pop("warming", None) or ():  # the workers started by the check are ready
+            pass
         state = Singleton.get_state()
         composed = composed_by_check()
         sweep = sweep_statement()

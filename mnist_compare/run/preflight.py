@@ -12,7 +12,6 @@ import difflib
 import json
 import logging
 import re
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -243,14 +242,14 @@ class Preflight(Callback):
         jobs: dict[str, tuple[str, Path]] = {}
         started = time.perf_counter()
         overrides, each_job = job_overrides(config)
-        if config.hydra.launcher.get("_target_") == PARALLEL_LAUNCHER:  # their start overlaps the check
-            from hydra_plugins.mnist_compare_launch.plugins import start_workers
-
-            start_workers(OmegaConf.to_container(config.hydra.launcher, resolve=True),
-                          len(overrides) if each_job else sys.maxsize)  # Optuna: trials as they come
         if each_job:  # composing and checking takes ~0.1 s a job: say so before the console falls silent
             log.info("checking the settings of %s before %s starts", jobs_count(len(overrides)),
                      "it" if len(overrides) == 1 else "any")
+        if config.hydra.launcher.get("_target_") == PARALLEL_LAUNCHER:  # their start overlaps the check
+            from hydra_plugins.mnist_compare_launch.plugins import start_workers
+
+            at_once = len(overrides) if each_job else int(config.hydra.sweeper.get("n_jobs") or 1)  # Optuna's batch
+            start_workers(OmegaConf.to_container(config.hydra.launcher, resolve=True), at_once)
         loader = GlobalHydra.instance().config_loader()
         # every job composed before any is checked: an unknown option anywhere is refused first
         composed = [(job, loader.load_sweep_config(config, job)) for job in overrides]
