@@ -324,7 +324,7 @@ def test_the_record_names_the_device_it_trained_on(tmp_path, mnist_dir, monkeypa
 def test_adam_steps_do_not_probe_nvml_on_a_machine_without_cuda(tmp_path, mnist_dir, monkeypatch):
     """Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 on import, and Adam asks whether CUDA is
     available on every step: with the variable, each step loaded NVML again (a failed dlopen
-    here, ~0.15-0.2 ms). Where no device is visible, a run drops it: the probes (Lightning's own,
+    here, 0.14-0.7 ms). Where no device is visible, a run drops it: the probes (Lightning's own,
     while it sets up) no longer grow with the number of steps."""
     import torch
     from hydra import compose, initialize_config_dir

@@ -15,7 +15,7 @@ def skip_nvml_probe() -> bool:
     Lightning sets it on import, so that asking whether CUDA is there does not initialise CUDA in
     a process that may fork. With it, `torch.cuda.is_available()` loads NVML afresh on each call,
     and Adam asks on every step: where there is no NVML (this CPU VM) a failed `dlopen` and then
-    the CUDA runtime's count anyway, about 0.1-0.2 ms a step, 4-7% of an MLP run
+    the CUDA runtime's count anyway: 0.14-0.7 ms a step, 4-14% of an MLP run
     (docs/study.md, Performance). With no device visible, the runtime's count (0, cached after
     the first call) is all the probe can say, and there is no CUDA state a fork could spoil, so
     dropping the variable changes nothing but the cost. Where a device is visible it is kept.
