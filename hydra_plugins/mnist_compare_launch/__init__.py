@@ -10,6 +10,8 @@ composing it there. A job the check did not compose (another sweeper's, e.g. Opt
 composed as before. The launcher's worker processes are started by the check itself
 (`plugins.start_workers`), so that their imports (about 5 s) overlap it rather than follow it,
 and are killed once the sweep's results are in (`stop_workers`), not left to shut down one by one.
+Before each job a worker freezes what it holds out of Python's cyclic collector
+(`plugins.keep_collections_short`), so loky's collection after each job stays short.
 
 Hydra 1.3 finds plugins by scanning this namespace package, which an editable install
 (`pip install -e .`) hides from the scan outside the checkout, so `mnist_compare.train` registers
