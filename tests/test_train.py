@@ -147,18 +147,21 @@ def test_a_refused_sweep_stops_the_workers_started_for_it(tmp_path, mnist_dir):
     assert not any(map(running, workers))
 
 
-# Loaded in every Python process; in the sweep's loky workers it logs how many objects each
-# `gc.collect()` call (loky's after each task, ours) has to scan.
+# Loaded in every Python process; in the sweep's loky workers it logs, for each `gc.collect()`
+# call, whether loky made it (after a task), how many objects it has to scan, and how many the
+# worker holds frozen.
 LOG_COLLECTIONS = """
 import gc
 import os
+import sys
 
 if "popen_loky_posix" in open("/proc/self/cmdline").read():
     _collect = gc.collect
 
     def _logged(*args, **kwargs):
+        by_loky = "process_executor" in sys._getframe(1).f_code.co_filename
         with open(os.environ["GC_LOG"], "a") as log:
-            log.write(f"{os.getpid()} {len(gc.get_objects())}\\n")
+            log.write(f"{os.getpid()} {int(by_loky)} {len(gc.get_objects())} {gc.get_freeze_count()}\\n")
         return _collect(*args, **kwargs)
 
     gc.collect = _logged
@@ -166,20 +169,25 @@ if "popen_loky_posix" in open("/proc/self/cmdline").read():
 
 
 def test_a_worker_does_not_scan_every_imported_object_after_each_job(tmp_path, mnist_dir):
-    """loky collects garbage after every task longer than a second; a full collection scanned the
-    ~470,000 objects of torch, Lightning and Hydra each time (~250 ms a job). With what a worker
-    holds frozen before each job, only the first collection of a worker scans them."""
+    """loky collects garbage after a task once a second has passed since its last collection; a
+    full collection scanned the ~470,000 objects of torch, Lightning and Hydra each time (~250 ms
+    a job). With what a worker imported frozen, loky's collections scan a job's few thousand
+    objects, and a job's leftovers (its configs are reference cycles) are never frozen: the
+    frozen set stops growing."""
     (tmp_path / "hook").mkdir()
     (tmp_path / "hook" / "sitecustomize.py").write_text(LOG_COLLECTIONS)
     log = tmp_path / "collections.log"
-    done = train("-m", "arch=conv", "ws=true,false", "seed=0,1", "trainer.max_epochs=3",  # > 1 s each
+    done = train("-m", "arch=conv", "ws=true,false", "seed=0,1,2", "trainer.max_epochs=3",  # > 1 s each
                  f"hydra.sweep.dir={tmp_path / 'sweep'}", env={"GC_LOG": str(log), "PYTHONPATH": os.pathsep.join(
                      [str(tmp_path / "hook"), *filter(None, [os.environ.get("PYTHONPATH")])])})
     assert done.returncode == 0, done.stderr
     scans = [tuple(map(int, line.split())) for line in log.read_text().splitlines()]
-    workers = {pid for pid, _ in scans}
-    assert len(scans) >= 4, scans  # at least one after each job
-    assert len([n for _, n in scans if n > 100_000]) <= len(workers), scans
+    by_loky = [(pid, scanned, frozen) for pid, loky, scanned, frozen in scans if loky]
+    assert len(by_loky) >= 4, scans  # loky collected after (most) jobs
+    assert all(scanned < 100_000 for _, scanned, _ in by_loky), scans
+    for pid in {pid for pid, _, _ in by_loky}:  # no job's leftovers frozen for good
+        frozen = [f for p, _, f in by_loky if p == pid]
+        assert len(frozen) < 3 or frozen[-1] <= frozen[-2], scans
 
 
 def test_same_config_and_seed_give_identical_results(tmp_path, mnist_dir):

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 # this process's parallel workers, when the pre-launch check started them: "warming" (their
 # first tasks, the imports) and "executor" (loky's reusable executor they run in)
 _WORKERS: dict[str, Any] = {}
+FREEZE_ABOVE = 15_000  # unfrozen objects worth freezing: a job leaves 5,000-10,000, the imports ~470,000
 
 
 def joblib_settings(launcher: dict[str, Any]) -> dict[str, Any]:
@@ -51,15 +52,20 @@ def import_job_code() -> None:
 
 
 def keep_collections_short() -> None:
-    """Collect what the last job left, then freeze what survives out of Python's cyclic collector.
+    """Collect what the last job left, then, when much has survived, freeze it out of Python's
+    cyclic collector.
 
-    A loky worker without psutil runs a full `gc.collect()` after every task longer than a
-    second, to bound leaks; with torch, Lightning and Hydra imported that scans some 470,000
-    objects, about 250 ms after each job, while the job's own garbage is a few thousand objects.
-    Frozen objects are still freed by reference counting; only cycles among them would stay.
-    After the first freeze a collection here and loky's take 1-3 ms (docs/study.md, Performance)."""
+    A loky worker without psutil runs a full `gc.collect()` after a task whenever a second has
+    passed since its last one, to bound leaks; with torch, Lightning and Hydra imported that
+    scanned some 470,000 objects, about 250 ms after each job, while a job's own garbage is a few
+    thousand objects. Frozen objects are still freed by reference counting, but reference cycles
+    among them never are, and a job's unpickled configs are such cycles (OmegaConf's parent
+    links): so only a large set of survivors is frozen (the imports, what the first jobs import
+    lazily), never each job's leftovers, and later collections scan the few thousand objects a
+    job makes (docs/study.md, Performance)."""
     gc.collect()
-    gc.freeze()
+    if len(gc.get_objects()) > FREEZE_ABOVE:  # the objects the collector tracks and would scan
+        gc.freeze()
 
 
 def start_workers(launcher: dict[str, Any], jobs: int) -> None:
@@ -137,7 +143,7 @@ class ParallelLauncher(JoblibLauncher):
         sweep = sweep_statement()
         runs = Parallel(**joblib_cfg)(
             delayed(execute_job)(initial_job_idx + idx, overrides, composed.get(tuple(overrides)),
-                                 self.hydra_context, self.config, self.task_function, state, sweep)
+                                 self.hydra_context, self.config, self.task_function, state, sweep, os.getpid())
             for idx, overrides in enumerate(job_overrides)
         )
         assert isinstance(runs, list) and all(isinstance(r, JobReturn) for r in runs)
@@ -154,12 +160,13 @@ def sweep_statement() -> dict[str, str]:
 
 def execute_job(idx: int, overrides: Sequence[str], composed: DictConfig | None, hydra_context: HydraContext,
                 config: DictConfig, task_function: TaskFunction, singleton_state: dict[Any, Any],
-                sweep: dict[str, str]) -> JobReturn:
+                sweep: dict[str, str], launcher_pid: int) -> JobReturn:
     """In the worker: the joblib launcher's `execute_job`, with the job's config when given, and
     with the plugin registry of this worker's previous job: Hydra's `Singleton.set_state` leaves
     the registry out of the state and scans every plugin again otherwise, about 45 ms a job."""
     os.environ.update(sweep)
-    keep_collections_short()
+    if os.getpid() != launcher_pid:  # a worker (joblib runs one job at a time in this process)
+        keep_collections_short()
     setup_globals()
     kept = Singleton._instances.get(Plugins)
     if kept is not None:
