@@ -27,7 +27,7 @@ from mnist_compare.results import FAILURE, METRICS, write_json
 from mnist_compare.run import cluster, progress
 from mnist_compare.run.fit import fit
 from mnist_compare.run.identity import group_id, identity_config, run_id
-from mnist_compare.run.outcome import report
+from mnist_compare.run.outcome import interrupt_not_lost, report
 from mnist_compare.run.preflight import LAUNCH
 from mnist_compare.run.provenance import code_version, library_versions
 from mnist_compare.run.resume import already_done, start_clean
@@ -108,6 +108,7 @@ def cli() -> None:
     LAUNCH["argv"] = sys.argv[1:]
     sys.argv[1:] = [_null_as_none(a) for a in sys.argv[1:]]
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    sys.unraisablehook = interrupt_not_lost
     register_plugins()  # hydra/sweeper=checked, hydra/launcher=parallel (conf/hydra)
     try:
         main()

@@ -144,6 +144,29 @@ def test_ctrl_c_of_a_sweep_prints_the_command_that_resumes_it(tmp_path, mnist_di
     assert len(list(sweep.glob("*/metrics.json"))) == 8
 
 
+def test_a_ctrl_c_inside_a_finalizer_still_stops_the_command():
+    """A Ctrl-C landing while a `__del__` runs (a Lightning profiler collected in the launching
+    process) was printed as five lines of "Exception ignored" and then lost: it must stop the
+    command, without those lines."""
+    code = """
+import signal, sys, time
+from mnist_compare.run.outcome import interrupt_not_lost
+signal.signal(signal.SIGINT, signal.default_int_handler)
+sys.unraisablehook = interrupt_not_lost
+class Finalized:
+    def __del__(self):
+        raise KeyboardInterrupt  # as a Ctrl-C arriving inside it
+try:
+    Finalized()
+    time.sleep(5)
+    print("the Ctrl-C was lost")
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "interrupted" and "Exception ignored" not in done.stderr, (done.stdout, done.stderr)
+
+
 def _result(folder, name: str, when: float) -> None:
     folder.mkdir()
     (folder / name).write_text("{}")

@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+import _thread
 import shlex
+import signal
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 
 from mnist_compare.errors import UserError
 from mnist_compare.results import METRICS
 from mnist_compare.run.preflight import LAUNCH, TOP_LEVEL, LaunchRefused, suggest
+
+
+def interrupt_not_lost(unraisable: Any) -> None:
+    """`sys.unraisablehook`: a Ctrl-C that lands while a finalizer (`__del__`) runs cannot stop
+    it, so Python prints an "Exception ignored" report of five lines and goes on as if no Ctrl-C
+    had come (seen with Lightning's profiler, collected in the launching process during a
+    sweep). The signal is delivered again instead: the command stops, with its one line."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):  # from another thread, a moment later:
+        again = threading.Timer(0.01, _thread.interrupt_main, (signal.SIGINT,))  # the hook is done by then
+        again.daemon = True
+        again.start()
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 def _missing_option(e: MissingConfigException) -> str:
