@@ -23,7 +23,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from hydra_plugins.mnist_compare_launch import stop_workers
 from mnist_compare.data.mnist import default_data_dir, prepare_pooled
 from mnist_compare.errors import UserError
 from mnist_compare.run import cluster, progress
@@ -219,11 +218,8 @@ class Preflight(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             self._check_sweep(config)
-        except BaseException as e:
-            stop_workers()  # any the check started (hydra/launcher=parallel)
-            if isinstance(e, Exception):
-                raise LaunchRefused(e) from e
-            raise
+        except Exception as e:  # any workers the check started are stopped by `cli`, whatever ended it
+            raise LaunchRefused(e) from e
 
     def _check_run(self, config: DictConfig) -> None:
         rid = check_job(config, set(), set())
