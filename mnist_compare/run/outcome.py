@@ -20,8 +20,9 @@ from mnist_compare.run.preflight import LAUNCH, TOP_LEVEL, LaunchRefused, sugges
 def interrupt_not_lost(unraisable: Any) -> None:
     """`sys.unraisablehook`: a Ctrl-C that lands while a finalizer (`__del__`) runs cannot stop
     it, so Python prints an "Exception ignored" report of five lines and goes on as if no Ctrl-C
-    had come (seen with Lightning's profiler, collected in the launching process during a
-    sweep). The signal is delivered again instead: the command stops, with its one line."""
+    had come (seen with Lightning's profiler, in a sweep's workers, which the Ctrl-C reaches too).
+    The signal is delivered again instead: the command (or the worker's job) stops, and the
+    command prints its one line. Set in the launching process (`cli`) and in each worker."""
     if isinstance(unraisable.exc_value, KeyboardInterrupt):  # from another thread, a moment later:
         again = threading.Timer(0.01, _thread.interrupt_main, (signal.SIGINT,))  # the hook is done by then
         again.daemon = True
