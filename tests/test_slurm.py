@@ -146,17 +146,46 @@ def test_study_sweep_runs_through_sbatch_as_one_job_array(tmp_path, slurm):
     assert (sweep / "results.md").is_file()
 
 
+# Loaded by the sweep's SLURM jobs (HOLD_GATE set): on a job's first attempt, training waits
+# after each saved epoch until the gate file exists, so that the test stops each run (SIGSTOP)
+# before it can finish, however slow or loaded the machine; signal handlers still run meanwhile.
+HOLD_AFTER_SAVE = """
+import os
+
+if os.environ.get("HOLD_GATE") and os.environ.get("SLURM_JOB_ID") and not os.environ.get("SLURM_RESTART_COUNT"):
+    import time
+
+    from mnist_compare.run import cluster
+
+    _save = cluster.ResumeCheckpoint.on_train_epoch_end
+
+    def _held(self, trainer, pl_module):
+        _save(self, trainer, pl_module)
+        open(f"{os.environ['HOLD_GATE']}.held.{os.getpid()}", "a").close()
+        while not os.path.exists(os.environ["HOLD_GATE"]):
+            time.sleep(0.05)
+
+    cluster.ResumeCheckpoint.on_train_epoch_end = _held
+"""
+
+
 def test_requeue_cancel_and_time_limit_as_a_cluster_delivers_them(tmp_path, slurm, uninterrupted):
-    """Three runs of one sweep, each stopped mid-training (SIGSTOP through SLURM, so that a short
-    run cannot finish first): seed 0 requeued (`scontrol requeue`) restarts by itself and
-    continues from its last epoch, exactly as an uninterrupted run; seed 1 passes its time limit;
-    seed 2 is cancelled (`scancel`). Re-running the command finishes only those two."""
+    """Three runs of one sweep, each held after its first saved epoch (a test hook) and stopped
+    there (SIGSTOP through SLURM), so that a short run cannot finish first: seed 0 requeued
+    (`scontrol requeue`) restarts by itself and continues from its last epoch, exactly as an
+    uninterrupted run; seed 1 passes its time limit; seed 2 is cancelled (`scancel`).
+    Re-running the command finishes only those two."""
     sweep = tmp_path / "sweep"
     args = ["-m", "hydra/launcher=slurm", f"hydra.launcher.partition={slurm}", *SHORT_BEST, "seed=0,1,2",
             "checkpoint_after_s=0", f"hydra.sweep.dir={sweep}"]
+    (tmp_path / "hook").mkdir()
+    (tmp_path / "hook" / "sitecustomize.py").write_text(HOLD_AFTER_SAVE)
+    gate = tmp_path / "gate"
+    env = {**os.environ, "HOLD_GATE": str(gate), "PYTHONPATH": os.pathsep.join(
+        [str(tmp_path / "hook"), *filter(None, [os.environ.get("PYTHONPATH")])])}  # sbatch passes it on
     with open(tmp_path / "first.log", "w") as out:
         first = subprocess.Popen([sys.executable, "-m", "mnist_compare.train", *args], cwd=ROOT, stdout=out,
-                                 stderr=subprocess.STDOUT)
+                                 stderr=subprocess.STDOUT, env=env)
     try:
         array = wait_for("the array job", lambda: next(sweep.glob(".submitit/*_0"), None)).name.split("_")[0]
         job = {seed: f"{array}_{seed}" for seed in range(3)}  # array task i = the sweep's job i = seed i
@@ -181,6 +210,8 @@ def test_requeue_cancel_and_time_limit_as_a_cluster_delivers_them(tmp_path, slur
         assert wait_for("seed 0's record", lambda: record(folder(0), "failure.json"))["status"] == "requeued"
         stop_after_first_saved_epoch(2)  # seed 2 started on the core seed 0 left
         slurm_cmd("scancel", job[2])
+        assert len(list(tmp_path.glob("gate.held.*"))) == 3  # the hook held each run (in SLURM's jobs)
+        gate.touch()  # every run is stopped: none is held any more (seed 0's second attempt never was)
         assert wait_for("seed 2's record", lambda: record(folder(2), "failure.json"))["status"] == "cancelled"
         # SLURM holds a requeued job for two minutes before it may start again: not here
         wait_for("seed 0 back in the queue", lambda: slurm_cmd("squeue", "-h", "-j", job[0], "-o", "%T") == "PENDING")
