@@ -1,14 +1,18 @@
 """Bad input: one line naming the setting and what is allowed, exit status 2, no traceback,
 and no run or sweep folder at all (every job of a sweep is checked before any trains).
-The cases run concurrently: each is a separate process start."""
+Each case runs the entry point in a process of its own: forked from one that has done the
+imports once (as `python -m mnist_compare.train` does before it calls `cli`), two at a time."""
 
 from __future__ import annotations
 
+import json
 import shutil
-from concurrent.futures import ThreadPoolExecutor
+import subprocess
+import sys
+from types import SimpleNamespace
 
 import pytest
-from conftest import run_cli
+from conftest import ROOT, run_cli
 
 from mnist_compare.data import mnist
 
@@ -46,6 +50,47 @@ CASES = {  # name: (arguments, what the error line must say)
 }
 
 
+# Imports the entry point once, then runs each case's command line through `cli` in a forked
+# child whose stdout and stderr are files, and which ends as the command does (its SystemExit,
+# then the interpreter's shutdown: loky's resource tracker reports leaked locks otherwise);
+# prints the exit statuses as one JSON line.
+FORKING_RUNNER = """
+import json, os, sys
+
+import mnist_compare.train as entry
+
+cases = json.loads(sys.stdin.read())
+codes, running = [None] * len(cases), {}
+
+
+def start(i, case):
+    sys.stdout.flush(), sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        running[pid] = i
+        return
+    for fd, suffix in ((1, ".out"), (2, ".err")):
+        os.dup2(os.open(case["out"] + suffix, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+    sys.argv = [entry.__file__, *case["argv"]]
+    entry.cli()  # its SystemExit ends the child as it ends the command: interpreter shutdown, atexit
+    raise SystemExit(0)
+
+
+def reap():
+    pid, status = os.wait()
+    codes[running.pop(pid)] = os.waitstatus_to_exitcode(status)
+
+
+for i, case in enumerate(cases):
+    if len(running) == 2:  # the two cores
+        reap()
+    start(i, case)
+while running:
+    reap()
+print(json.dumps(codes))
+"""
+
+
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory, mnist_dir):
     tmp = tmp_path_factory.mktemp("bad")
@@ -54,15 +99,18 @@ def outcomes(tmp_path_factory, mnist_dir):
     shutil.copytree(mnist.raw_dir(mnist_dir), raw, ignore=shutil.ignore_patterns(".*"))
     (raw / "train-labels-idx1-ubyte").write_bytes(b"\0" * 60008)
 
-    def run(name: str):
-        args, _ = CASES[name]
+    cases = []
+    for i, (name, (args, _)) in enumerate(CASES.items()):
         args = [a.format(tmp=tmp) for a in args]
         where = tmp / "runs" / name.replace(" ", "_")
         key = "hydra.sweep.dir" if "-m" in args else "hydra.run.dir"
-        return run_cli("mnist_compare.train", *args, "trainer=fast_dev_run", f"{key}={where}"), where
-
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        return dict(zip(CASES, pool.map(run, CASES), strict=True))
+        cases.append({"argv": [*args, "trainer=fast_dev_run", f"{key}={where}"], "out": str(tmp / f"case{i}")})
+    server = subprocess.run([sys.executable, "-c", FORKING_RUNNER], input=json.dumps(cases), cwd=ROOT,
+                            capture_output=True, text=True, timeout=600, check=True)
+    codes = json.loads(server.stdout.splitlines()[-1])
+    return {name: (SimpleNamespace(returncode=code, stdout=open(f"{case['out']}.out").read(),
+                                   stderr=open(f"{case['out']}.err").read()), tmp / "runs" / name.replace(" ", "_"))
+            for name, case, code in zip(CASES, cases, codes, strict=True)}
 
 
 @pytest.mark.parametrize("name", list(CASES))
