@@ -9,6 +9,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -53,9 +54,10 @@ CASES = {  # name: (arguments, what the error line must say)
 # Imports the entry point once, then runs each case's command line through `cli` in a forked
 # child whose stdout and stderr are files, and which ends as the command does (its SystemExit,
 # then the interpreter's shutdown: loky's resource tracker reports leaked locks otherwise);
-# prints the exit statuses as one JSON line.
+# prints the exit statuses as one JSON line. A case still running after 120 s is stopped by
+# SIGALRM (exit status -14).
 FORKING_RUNNER = """
-import json, os, sys
+import json, os, signal, sys
 
 import mnist_compare.train as entry
 
@@ -64,13 +66,17 @@ codes, running = [None] * len(cases), {}
 
 
 def start(i, case):
-    sys.stdout.flush(), sys.stderr.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
     pid = os.fork()
     if pid:
         running[pid] = i
         return
+    signal.alarm(120)
     for fd, suffix in ((1, ".out"), (2, ".err")):
-        os.dup2(os.open(case["out"] + suffix, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+        opened = os.open(case["out"] + suffix, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(opened, fd)
+        os.close(opened)
     sys.argv = [entry.__file__, *case["argv"]]
     entry.cli()  # its SystemExit ends the child as it ends the command: interpreter shutdown, atexit
     raise SystemExit(0)
@@ -106,10 +112,12 @@ def outcomes(tmp_path_factory, mnist_dir):
         key = "hydra.sweep.dir" if "-m" in args else "hydra.run.dir"
         cases.append({"argv": [*args, "trainer=fast_dev_run", f"{key}={where}"], "out": str(tmp / f"case{i}")})
     server = subprocess.run([sys.executable, "-c", FORKING_RUNNER], input=json.dumps(cases), cwd=ROOT,
-                            capture_output=True, text=True, timeout=600, check=True)
+                            capture_output=True, text=True, timeout=600, check=False)
+    assert server.returncode == 0, server.stderr[-3000:]
     codes = json.loads(server.stdout.splitlines()[-1])
-    return {name: (SimpleNamespace(returncode=code, stdout=open(f"{case['out']}.out").read(),
-                                   stderr=open(f"{case['out']}.err").read()), tmp / "runs" / name.replace(" ", "_"))
+    return {name: (SimpleNamespace(returncode=code, stdout=Path(f"{case['out']}.out").read_text(),
+                                   stderr=Path(f"{case['out']}.err").read_text()),
+                   tmp / "runs" / name.replace(" ", "_"))
             for name, case, code in zip(CASES, cases, codes, strict=True)}
 
 
@@ -122,6 +130,16 @@ def test_bad_input_is_one_clear_line_exit_2_and_no_folder(outcomes, name):
     assert lines[0].startswith("error: ") and CASES[name][1] in lines[0], lines[0]
     assert "Traceback" not in done.stdout + done.stderr
     assert not where.exists(), f"{name} left {sorted(p.name for p in where.rglob('*'))}"
+
+
+def test_a_forked_case_answers_as_the_real_command(outcomes, tmp_path):
+    """The forked cases stand for `python -m mnist_compare.train ...`: one sweep case, as that."""
+    args, _ = CASES["bad aux inside a sweep"]
+    real = run_cli("mnist_compare.train", *args, "trainer=fast_dev_run", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    forked, _ = outcomes["bad aux inside a sweep"]
+    assert (real.returncode, real.stderr) == (forked.returncode, forked.stderr)
+    assert "checking the settings of 6 jobs" in real.stdout and "checking the settings of 6 jobs" in forked.stdout
+    assert not (tmp_path / "sweep").exists()
 
 
 def test_valid_sweep_syntax_and_logger_null_are_accepted(tmp_path, mnist_dir):

@@ -126,23 +126,24 @@ def test_ctrl_c_of_a_single_run_says_what_was_kept(tmp_path, mnist_dir):
 # the Ctrl-C, after saying so in a file of its own (IN_FINALIZER.<pid>).
 FINALIZER_AT_CTRL_C = """
 import os
-import time
-
-from hydra.core import utils
-
-_run_job = utils.run_job
-
-class _Finalized:
-    def __del__(self):
-        open(f"{os.environ['IN_FINALIZER']}.{os.getpid()}", "a").close()
-        time.sleep(60)
-
-def _run_job_after_a_finalizer(*args, **kwargs):
-    if "LokyProcess" in open("/proc/self/cmdline").read() and kwargs["config"].seed >= 2:
-        _Finalized()
-    return _run_job(*args, **kwargs)
 
 if os.environ.get("IN_FINALIZER"):
+    import time
+
+    from hydra.core import utils
+
+    _run_job = utils.run_job
+
+    class _Finalized:
+        def __del__(self):
+            open(f"{os.environ['IN_FINALIZER']}.{os.getpid()}", "a").close()
+            time.sleep(60)
+
+    def _run_job_after_a_finalizer(*args, **kwargs):
+        if "LokyProcess" in open("/proc/self/cmdline").read() and kwargs["config"].seed >= 2:
+            _Finalized()
+        return _run_job(*args, **kwargs)
+
     utils.run_job = _run_job_after_a_finalizer
 """
 
@@ -153,11 +154,11 @@ def test_ctrl_c_of_a_sweep_prints_the_command_that_resumes_it(tmp_path, mnist_di
     sweep, hook, flag = tmp_path / "sweep", tmp_path / "hook", tmp_path / "in_finalizer"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(FINALIZER_AT_CTRL_C)
-    path = {"PYTHONPATH": os.pathsep.join([str(hook), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    path = os.pathsep.join([str(hook), *filter(None, [os.environ.get("PYTHONPATH")])])
     args = ["-m", "arch=shallow", "seed=0,1,2,3,4,5,6,7", "trainer.max_epochs=4", "data.n_pairs=300",
-            f"hydra.sweep.dir={sweep}"]
+            "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}"]  # two workers, wherever it runs
     proc = subprocess.Popen([sys.executable, "-m", "mnist_compare.train", *args], cwd=ROOT, text=True,
-                            env={**os.environ, **path, "IN_FINALIZER": str(flag)},
+                            env={**os.environ, "PYTHONPATH": path, "IN_FINALIZER": str(flag)},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.time() + 120
     while not (len(waiting := list(tmp_path.glob(f"{flag.name}.*"))) == 2  # both workers, in a finalizer
@@ -171,7 +172,7 @@ def test_ctrl_c_of_a_sweep_prints_the_command_that_resumes_it(tmp_path, mnist_di
     assert f"hydra.sweep.dir={sweep}" in lines[0] and "2 of 8 runs are finished and kept" in lines[0]
     resume = shlex.split(lines[0].split("resume with: ")[1])
     assert resume[:3] == [sys.executable, "-m", "mnist_compare.train"]
-    done = train(*resume[3:], env=path)  # the hook stays off
+    done = train(*resume[3:])
     assert done.returncode == 0, done.stderr
     assert len(list(sweep.glob("*/metrics.json"))) == 8
 

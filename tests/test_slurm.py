@@ -146,9 +146,11 @@ def test_study_sweep_runs_through_sbatch_as_one_job_array(tmp_path, slurm):
     assert (sweep / "results.md").is_file()
 
 
-# Loaded by the sweep's SLURM jobs (HOLD_GATE set): on a job's first attempt, training waits
-# after each saved epoch until the gate file exists, so that the test stops each run (SIGSTOP)
-# before it can finish, however slow or loaded the machine; signal handlers still run meanwhile.
+# Loaded by the sweep's SLURM jobs (HOLD_GATE set): on a job's first attempt, training waits in
+# the middle of the epoch after its first saved one (after that epoch's first step) until the gate
+# file exists, having said so in a file of its own (HOLD_GATE.held.<array task>). So the test
+# stops each run mid-training (SIGSTOP) before it can finish, however slow or loaded the machine;
+# signal handlers still run meanwhile.
 HOLD_AFTER_SAVE = """
 import os
 
@@ -157,21 +159,26 @@ if os.environ.get("HOLD_GATE") and os.environ.get("SLURM_JOB_ID") and not os.env
 
     from mnist_compare.run import cluster
 
-    _save = cluster.ResumeCheckpoint.on_train_epoch_end
+    _save, _saved = cluster.ResumeCheckpoint.on_train_epoch_end, []
 
-    def _held(self, trainer, pl_module):
+    def _saving(self, trainer, pl_module):
         _save(self, trainer, pl_module)
-        open(f"{os.environ['HOLD_GATE']}.held.{os.getpid()}", "a").close()
-        while not os.path.exists(os.environ["HOLD_GATE"]):
-            time.sleep(0.05)
+        _saved.append(trainer.current_epoch)
 
-    cluster.ResumeCheckpoint.on_train_epoch_end = _held
+    def _held(self, trainer, pl_module, outputs, batch, batch_idx):
+        if _saved:
+            open(f"{os.environ['HOLD_GATE']}.held.{os.environ['SLURM_ARRAY_TASK_ID']}", "a").close()
+            while not os.path.exists(os.environ["HOLD_GATE"]):
+                time.sleep(0.05)
+
+    cluster.ResumeCheckpoint.on_train_epoch_end = _saving
+    cluster.ResumeCheckpoint.on_train_batch_end = _held
 """
 
 
 def test_requeue_cancel_and_time_limit_as_a_cluster_delivers_them(tmp_path, slurm, uninterrupted):
-    """Three runs of one sweep, each held after its first saved epoch (a test hook) and stopped
-    there (SIGSTOP through SLURM), so that a short run cannot finish first: seed 0 requeued
+    """Three runs of one sweep, each held in the epoch after its first saved one (a test hook)
+    and stopped there (SIGSTOP through SLURM), so that a short run cannot finish first: seed 0 requeued
     (`scontrol requeue`) restarts by itself and continues from its last epoch, exactly as an
     uninterrupted run; seed 1 passes its time limit; seed 2 is cancelled (`scancel`).
     Re-running the command finishes only those two."""
@@ -186,6 +193,7 @@ def test_requeue_cancel_and_time_limit_as_a_cluster_delivers_them(tmp_path, slur
     with open(tmp_path / "first.log", "w") as out:
         first = subprocess.Popen([sys.executable, "-m", "mnist_compare.train", *args], cwd=ROOT, stdout=out,
                                  stderr=subprocess.STDOUT, env=env)
+    array = None
     try:
         array = wait_for("the array job", lambda: next(sweep.glob(".submitit/*_0"), None)).name.split("_")[0]
         job = {seed: f"{array}_{seed}" for seed in range(3)}  # array task i = the sweep's job i = seed i
@@ -193,15 +201,18 @@ def test_requeue_cancel_and_time_limit_as_a_cluster_delivers_them(tmp_path, slur
         def folder(seed: int) -> Path | None:
             return next(sweep.glob(f"*seed={seed},*"), None)
 
+        def held(seed: int) -> None:  # its first epoch saved, held in its second
+            wait_for(f"seed {seed} held", lambda: (tmp_path / f"gate.held.{seed}").exists())
+
         def stop_after_first_saved_epoch(seed: int) -> None:
-            wait_for(f"seed {seed}'s last.ckpt", lambda: folder(seed) and (folder(seed) / "last.ckpt").exists())
+            held(seed)
             freeze(job[seed])
 
         stop_after_first_saved_epoch(0)  # the two cores run seeds 0 and 1 first
         # seed 1: SLURM's warning before a time limit (submitit's sbatch --signal=USR2@120), noted
-        # while it trains on, then the limit itself: already past (SLURM checks limits every 30 s;
+        # while it runs on, then the limit itself: already past (SLURM checks limits every 30 s;
         # the rest goes on meanwhile)
-        wait_for("seed 1's last.ckpt", lambda: folder(1) and (folder(1) / "last.ckpt").exists())
+        held(1)
         slurm_cmd("scancel", "--signal=USR2", job[1])
         wait_for("seed 1's note of the warning", lambda: "time limit near" in (folder(1) / "train.log").read_text())
         freeze(job[1])
@@ -210,7 +221,6 @@ def test_requeue_cancel_and_time_limit_as_a_cluster_delivers_them(tmp_path, slur
         assert wait_for("seed 0's record", lambda: record(folder(0), "failure.json"))["status"] == "requeued"
         stop_after_first_saved_epoch(2)  # seed 2 started on the core seed 0 left
         slurm_cmd("scancel", job[2])
-        assert len(list(tmp_path.glob("gate.held.*"))) == 3  # the hook held each run (in SLURM's jobs)
         gate.touch()  # every run is stopped: none is held any more (seed 0's second attempt never was)
         assert wait_for("seed 2's record", lambda: record(folder(2), "failure.json"))["status"] == "cancelled"
         # SLURM holds a requeued job for two minutes before it may start again: not here
@@ -226,6 +236,9 @@ def test_requeue_cancel_and_time_limit_as_a_cluster_delivers_them(tmp_path, slur
         # the first command ends last: submitit gives a job that left no result 15 s to write one
         assert first.wait(timeout=300) != 0  # it reports its timed-out and cancelled jobs
     finally:
+        gate.touch()  # a failed test leaves no job held (until its time limit)
+        if array is not None:
+            subprocess.run(["scancel", array], capture_output=True, check=False)  # none left running
         if first.poll() is None:
             first.kill()
 
