@@ -31,3 +31,11 @@ def run_cli(module: str, *args: str, cwd: Path = ROOT, env: dict | None = None,
 
 def train(*args: str, **kwargs) -> subprocess.CompletedProcess:
     return run_cli("mnist_compare.train", *args, **kwargs)
+
+
+def hooked_pythonpath(folder: Path, code: str) -> str:
+    """A PYTHONPATH whose `sitecustomize.py` (`code`, written to `folder`) every Python process
+    started with it runs first: how tests watch or hold a sweep's workers and SLURM jobs."""
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(code)
+    return os.pathsep.join([str(folder), *filter(None, [os.environ.get("PYTHONPATH")])])

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from conftest import ROOT, train
+from conftest import ROOT, hooked_pythonpath, train
 from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 
 from mnist_compare.run.identity import job_dirname
@@ -151,10 +151,8 @@ if os.environ.get("IN_FINALIZER"):
 def test_ctrl_c_of_a_sweep_prints_the_command_that_resumes_it(tmp_path, mnist_dir):
     """The Ctrl-C reaches the workers too, and one caught inside a finalizer printed five lines
     of "Exception ignored" among the sweep's one line (a flaky CI failure): here it always is."""
-    sweep, hook, flag = tmp_path / "sweep", tmp_path / "hook", tmp_path / "in_finalizer"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(FINALIZER_AT_CTRL_C)
-    path = os.pathsep.join([str(hook), *filter(None, [os.environ.get("PYTHONPATH")])])
+    sweep, flag = tmp_path / "sweep", tmp_path / "in_finalizer"
+    path = hooked_pythonpath(tmp_path / "hook", FINALIZER_AT_CTRL_C)
     args = ["-m", "arch=shallow", "seed=0,1,2,3,4,5,6,7", "trainer.max_epochs=4", "data.n_pairs=300",
             "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}"]  # two workers, wherever it runs
     proc = subprocess.Popen([sys.executable, "-m", "mnist_compare.train", *args], cwd=ROOT, text=True,

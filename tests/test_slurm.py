@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, run_cli, train
+from conftest import ROOT, hooked_pythonpath, run_cli, train
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 CLUSTER = ROOT / "scripts" / "slurm-test-cluster"
@@ -185,11 +185,9 @@ def test_requeue_cancel_and_time_limit_as_a_cluster_delivers_them(tmp_path, slur
     sweep = tmp_path / "sweep"
     args = ["-m", "hydra/launcher=slurm", f"hydra.launcher.partition={slurm}", *SHORT_BEST, "seed=0,1,2",
             "checkpoint_after_s=0", f"hydra.sweep.dir={sweep}"]
-    (tmp_path / "hook").mkdir()
-    (tmp_path / "hook" / "sitecustomize.py").write_text(HOLD_AFTER_SAVE)
     gate = tmp_path / "gate"
-    env = {**os.environ, "HOLD_GATE": str(gate), "PYTHONPATH": os.pathsep.join(
-        [str(tmp_path / "hook"), *filter(None, [os.environ.get("PYTHONPATH")])])}  # sbatch passes it on
+    env = {**os.environ, "HOLD_GATE": str(gate),  # sbatch passes the environment on to the jobs
+           "PYTHONPATH": hooked_pythonpath(tmp_path / "hook", HOLD_AFTER_SAVE)}
     with open(tmp_path / "first.log", "w") as out:
         first = subprocess.Popen([sys.executable, "-m", "mnist_compare.train", *args], cwd=ROOT, stdout=out,
                                  stderr=subprocess.STDOUT, env=env)

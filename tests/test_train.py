@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_cli, train
+from conftest import ROOT, hooked_pythonpath, run_cli, train
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_models import PARAMS
 
@@ -83,12 +83,10 @@ Plugins._initialize = _scan_counted
 
 def test_all_twelve_combinations_run_with_fast_dev_run(tmp_path, mnist_dir):
     sweep = tmp_path / "sweep"
-    (tmp_path / "hook").mkdir()
-    (tmp_path / "hook" / "sitecustomize.py").write_text(COUNT_COMPOSITIONS)
     composed = tmp_path / "compositions.log"
+    hook = {"COMPOSITIONS_LOG": str(composed), "PYTHONPATH": hooked_pythonpath(tmp_path / "hook", COUNT_COMPOSITIONS)}
     done = train("-m", "arch=shallow,deep,conv", "ws=true,false", "aux=0,0.5", "seed=0", "trainer=fast_dev_run",
-                 f"hydra.sweep.dir={sweep}", env={"COMPOSITIONS_LOG": str(composed), "PYTHONPATH": os.pathsep.join(
-                     [str(tmp_path / "hook"), *filter(None, [os.environ.get("PYTHONPATH")])])})
+                 f"hydra.sweep.dir={sweep}", env=hook)
     assert done.returncode == 0, done.stderr
     # each job's config composed once, by the pre-launch check, and not again by the sweeper or the worker;
     # Hydra's plugins scanned once per process (the launcher, each worker), not again for every job
@@ -138,12 +136,10 @@ def test_a_refused_sweep_stops_the_workers_started_for_it(tmp_path, mnist_dir):
     """The parallel launcher's workers start while the pre-launch check runs; when the check refuses
     the sweep they are killed, and the refusal stays one line (no joblib warning about them)."""
     sweep = tmp_path / "sweep"
-    (tmp_path / "hook").mkdir()
-    (tmp_path / "hook" / "sitecustomize.py").write_text(COUNT_COMPOSITIONS)
     log = tmp_path / "processes.log"
+    hook = {"COMPOSITIONS_LOG": str(log), "PYTHONPATH": hooked_pythonpath(tmp_path / "hook", COUNT_COMPOSITIONS)}
     done = train("-m", "arch=shallow,deep", "aux=0,0.5,1.5", "seed=range(8)", "trainer=fast_dev_run",
-                 f"hydra.sweep.dir={sweep}", env={"COMPOSITIONS_LOG": str(log), "PYTHONPATH": os.pathsep.join(
-                     [str(tmp_path / "hook"), *filter(None, [os.environ.get("PYTHONPATH")])])})
+                 f"hydra.sweep.dir={sweep}", env=hook)
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().count("\n") == 0 and "aux=1.5 is not allowed" in done.stderr, done.stderr
     assert not sweep.exists()
@@ -182,12 +178,10 @@ def test_a_worker_does_not_scan_every_imported_object_after_each_job(tmp_path, m
     a job). With what a worker imported frozen, loky's collections scan a job's few thousand
     objects, and a job's leftovers (its configs are reference cycles) are never frozen: the
     frozen set stops growing."""
-    (tmp_path / "hook").mkdir()
-    (tmp_path / "hook" / "sitecustomize.py").write_text(LOG_COLLECTIONS)
     log = tmp_path / "collections.log"
+    hook = {"GC_LOG": str(log), "PYTHONPATH": hooked_pythonpath(tmp_path / "hook", LOG_COLLECTIONS)}
     done = train("-m", "arch=conv", "ws=true,false", "seed=0,1,2", "trainer.max_epochs=3",  # > 1 s each
-                 f"hydra.sweep.dir={tmp_path / 'sweep'}", env={"GC_LOG": str(log), "PYTHONPATH": os.pathsep.join(
-                     [str(tmp_path / "hook"), *filter(None, [os.environ.get("PYTHONPATH")])])})
+                 f"hydra.sweep.dir={tmp_path / 'sweep'}", env=hook)
     assert done.returncode == 0, done.stderr
     scans = [tuple(map(int, line.split())) for line in log.read_text().splitlines()]
     by_loky = [(pid, scanned, frozen) for pid, loky, scanned, frozen in scans if loky]

@@ -11,7 +11,8 @@ composed as before. The launcher's worker processes are started by the check its
 (`plugins.start_workers`), so that their imports (about 5 s) overlap it rather than follow it,
 and are killed once the sweep's results are in (`stop_workers`), not left to shut down one by one.
 Before each job a worker freezes what it holds out of Python's cyclic collector
-(`plugins.keep_collections_short`), so loky's collection after each job stays short.
+(`plugins.keep_collections_short`), so loky's collection after each job stays short, and a
+Ctrl-C caught in a finalizer there stops the job (`plugins.between_tasks`).
 
 Hydra 1.3 finds plugins by scanning this namespace package, which an editable install
 (`pip install -e .`) hides from the scan outside the checkout, so `mnist_compare.train` registers

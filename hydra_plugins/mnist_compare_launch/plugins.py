@@ -46,11 +46,19 @@ def joblib_settings(launcher: dict[str, Any]) -> dict[str, Any]:
 
 def import_job_code() -> None:
     """A worker's first task: what every job imports (torch, Lightning: about 5 s), then the
-    first full collection and freeze (`keep_collections_short`), both off the jobs' path."""
+    first full collection and freeze (`between_tasks`), both off the jobs' path."""
     import mnist_compare.train  # noqa: F401
+
+    between_tasks()
+
+
+def between_tasks() -> None:
+    """In a worker, before each task. A Ctrl-C reaches the workers too: one that lands in a
+    finalizer (which the collection below may run) stops the task, as in the launching process
+    (`cli`), rather than printing "Exception ignored" among the sweep's one line."""
     from mnist_compare.run.outcome import interrupt_not_lost
 
-    sys.unraisablehook = interrupt_not_lost  # as in each job (`execute_job`)
+    sys.unraisablehook = interrupt_not_lost
     keep_collections_short()
 
 
@@ -166,15 +174,10 @@ def execute_job(idx: int, overrides: Sequence[str], composed: DictConfig | None,
                 sweep: dict[str, str], launcher_pid: int) -> JobReturn:
     """In the worker: the joblib launcher's `execute_job`, with the job's config when given, and
     with the plugin registry of this worker's previous job: Hydra's `Singleton.set_state` leaves
-    the registry out of the state and scans every plugin again otherwise, about 45 ms a job.
-    A Ctrl-C reaches the workers too: one that lands in a finalizer stops the job, as in the
-    launching process, rather than printing "Exception ignored" among the sweep's one line."""
-    from mnist_compare.run.outcome import interrupt_not_lost
-
-    sys.unraisablehook = interrupt_not_lost
+    the registry out of the state and scans every plugin again otherwise, about 45 ms a job."""
     os.environ.update(sweep)
     if os.getpid() != launcher_pid:  # a worker (joblib runs one job at a time in this process)
-        keep_collections_short()
+        between_tasks()
     setup_globals()
     kept = Singleton._instances.get(Plugins)
     if kept is not None:
