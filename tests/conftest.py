@@ -10,6 +10,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# The files that take longest, longest first (`pytest --durations=0` summed per file): each runs
+# whole on one of the two workers (`--dist loadfile`), so starting them first lets both workers
+# end together rather than one running the SLURM tests alone at the end.
+SLOWEST_FIRST = ("test_slurm.py", "test_train.py", "test_resume.py", "test_extending.py", "test_bad_input.py",
+                 "test_collect.py", "test_install.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOWEST_FIRST)))  # stable: a file keeps its order
 
 
 @pytest.fixture(scope="session")

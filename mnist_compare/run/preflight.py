@@ -2,7 +2,8 @@
 
 A Hydra callback: `on_run_start` and `on_multirun_start` come after composition and before
 Hydra creates a run or sweep folder, so one bad value in `aux=0.5,1.5` costs nothing and
-leaves nothing behind. Each job's config is composed exactly as the sweeper will compose it.
+leaves nothing behind. Each job's config is composed exactly as the sweeper would compose it
+(`run/compose.py`), and the sweeper and launcher use it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from omegaconf.errors import OmegaConfBaseException
 from mnist_compare.data.mnist import default_data_dir, prepare_pooled
 from mnist_compare.errors import UserError
 from mnist_compare.run import cluster, progress
+from mnist_compare.run.compose import compose_jobs
 from mnist_compare.run.fit import build_trainer, quiet_lightning
 from mnist_compare.run.identity import finished_runs, identity_config, run_id, targets
 from mnist_compare.run.provenance import code_version, fingerprint, library_versions, source_hash
@@ -248,7 +250,7 @@ class Preflight(Callback):
             start_workers(OmegaConf.to_container(config.hydra.launcher, resolve=True), at_once)
         loader = GlobalHydra.instance().config_loader()
         # every job composed before any is checked: an unknown option anywhere is refused first
-        composed = [(job, loader.load_sweep_config(config, job)) for job in overrides]
+        composed = list(zip(overrides, compose_jobs(loader, config, overrides), strict=True))
         if each_job:  # the checked sweeper and parallel launcher use these instead of composing again
             COMPOSED.update((tuple(job), cfg) for job, cfg in composed)
         for job, cfg in composed:
