@@ -4,10 +4,12 @@ the compositions."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 from conftest import ROOT
 from hydra import initialize_config_dir
+from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -80,15 +82,31 @@ def test_each_job_is_composed_as_hydra_composes_it(hydra, sweep, in_full):
     assert composed == in_full
 
 
-def test_a_bad_value_is_reported_by_hydra_as_before(hydra):
-    """A value that cannot be set where it goes fails the job's full composition, with Hydra's
-    message, not ours."""
+def test_a_task_list_of_the_config_is_kept_before_the_jobs_overrides(hydra):
+    """Hydra appends a job's overrides to the task list the config already holds."""
     loader = GlobalHydra.instance().config_loader()
-    master = loader.load_configuration("train", ["seed=0,1", "data=pairs"], run_mode=RunMode.MULTIRUN)
-    jobs, _ = job_overrides(master)
-    bad = [*jobs, ["seed=2", "data=pairs", "data.nope=1"]]
+    master = loader.load_configuration("train", [], run_mode=RunMode.MULTIRUN)
+    jobs = [["hydra.overrides.task=['threads=1']", f"seed={seed}"] for seed in (0, 1, 2)]
+    ours = compose_jobs(loader, master, jobs)
+    assert [list(c.hydra.overrides.task) for c in ours] == [["threads=1", f"seed={s}"] for s in (0, 1, 2)]
+    assert all(same(loader.load_sweep_config(master, job), cfg) for job, cfg in zip(jobs, ours, strict=True))
+
+
+@dataclass
+class Typed:
+    x: int = 0
+
+
+def test_a_value_that_cannot_be_set_is_refused_with_hydras_error(hydra):
+    """A typed value refuses a string: the job is composed in full, and Hydra's error is raised."""
+    ConfigStore.instance().store(group="typed", name="int_x", node=Typed)
+    loader = GlobalHydra.instance().config_loader()
+    master = loader.load_configuration("train", [], run_mode=RunMode.MULTIRUN)
+    jobs = [["+typed@box=int_x", "box.x=1"], ["+typed@box=int_x", "box.x=2"], ["+typed@box=int_x", "box.x=abc"]]
+    assert [c.box.x for c in compose_jobs(loader, master, jobs[:2])] == [1, 2]
     with pytest.raises(Exception) as ours:
-        compose_jobs(loader, master, bad)
+        compose_jobs(loader, master, jobs)
     with pytest.raises(Exception) as hydras:
-        loader.load_sweep_config(master, bad[-1])
+        loader.load_sweep_config(master, jobs[-1])
     assert type(ours.value) is type(hydras.value) and str(ours.value) == str(hydras.value)
+    assert "abc" in str(ours.value)

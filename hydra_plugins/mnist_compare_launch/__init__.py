@@ -3,8 +3,9 @@
 Without this package Hydra composes each job of a sweep three times: our pre-launch check
 (`mnist_compare/run/preflight.py`) to check it, the basic sweeper to validate it, the joblib
 launcher's worker to run it, about 80 ms each (docs/study.md, Performance). The check composes
-exactly as the other two do (`load_sweep_config` of the same master config and overrides) and keeps
-the result, so these two subclasses use it: `hydra/sweeper=checked` skips the validation of jobs
+exactly as the other two would (`load_sweep_config` of the same master config and overrides, or a
+copy of such a composition where jobs differ only in values: `mnist_compare/run/compose.py`) and
+keeps the result, so these two subclasses use it: `hydra/sweeper=checked` skips the validation of jobs
 the check composed, `hydra/launcher=parallel` sends each worker its job's config instead of
 composing it there. A job the check did not compose (another sweeper's, e.g. Optuna's trials) is
 composed as before. The launcher's worker processes are started by the check itself

@@ -3,12 +3,14 @@
 Hydra composes every job from its YAML files, about 80 ms a job (the defaults list, then the
 merges); the Table-1 sweep's 120 jobs took most of the pre-launch check's 10-15 s. Its jobs
 differ in two ways: the config groups they choose (`arch=conv`) and plain values (`seed=3`,
-`aux=0.5`). A job is composed in full once per distinct rest of its overrides; a job that
-differs from an earlier one only in plain values gets a copy of that composition with its own
-values applied by Hydra's own code (`_apply_overrides_to_config`) and the two fields Hydra
-derives from the override list (`hydra.overrides.task`, `hydra.job.override_dirname`) set as
-Hydra sets them. Anything else (a group, `+key`, `~key`, a dict or list value, a `hydra.` key,
-keys that overlap) is composed in full. Tested: every job of several sweeps, both ways, equal.
+`aux=0.5`). A job is composed in full once per distinct rest of its overrides (the other
+overrides as written, the plain values' keys in their places); a job that differs from an
+earlier one only in plain values gets a copy of that composition with its own values applied by
+Hydra's own code (`_apply_overrides_to_config`) and the two fields Hydra derives from the
+override list (`hydra.overrides.task`, `hydra.job.override_dirname`) set as Hydra sets them.
+Anything else (a group, `+key`, `~key`, a dict or list value, a `hydra.` key, keys that
+overlap) is composed in full, and so is a job whose value cannot be set on the copy (Hydra's
+error then says why). Tested (tests/test_compose.py): every job of several sweeps, both ways, equal.
 """
 
 from __future__ import annotations
@@ -84,8 +86,11 @@ def with_values(master: DictConfig, base: DictConfig, values: list[Override], ap
         ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
     except Exception:  # the full composition says what is wrong
         return None
+    OmegaConf.clear_cache(cfg)  # as on a fresh composition; the master's is copied in below
     with open_dict(cfg.hydra):
-        cfg.hydra.overrides.task = [o.input_line for o in app]
+        # Hydra appends a job's overrides to whatever the primary config's task list holds
+        before = list(cfg.hydra.overrides.task)[:len(cfg.hydra.overrides.task) - len(app)]
+        cfg.hydra.overrides.task = [*before, *(o.input_line for o in app)]
         cfg.hydra.job.override_dirname = get_overrides_dirname(
             overrides=app, kv_sep=cfg.hydra.job.config.override_dirname.kv_sep,
             item_sep=cfg.hydra.job.config.override_dirname.item_sep,
