@@ -137,6 +137,27 @@ def running(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+# Loaded in every Python process; in the command's, at exit (atexit handlers run before the
+# interpreter's shutdown), logs how many objects it holds frozen out of the cyclic collector.
+FROZEN_AT_EXIT = """
+import atexit, gc, os
+
+if "mnist_compare.train" in open("/proc/self/cmdline").read():
+    atexit.register(lambda: open(os.environ["FROZEN_LOG"], "a").write(f"{gc.get_freeze_count()}\\n"))
+"""
+
+
+def test_the_command_ends_without_collecting_what_it_holds(tmp_path):
+    """Whatever ends it (a refusal, --help), the command freezes its objects before the
+    interpreter's shutdown, which would otherwise collect them all (about 1.5 s, docs/study.md)."""
+    log = tmp_path / "frozen.log"
+    env = {"FROZEN_LOG": str(log), "PYTHONPATH": hooked_pythonpath(tmp_path / "hook", FROZEN_AT_EXIT)}
+    assert train("aux=1.5", env=env).returncode == 2
+    assert train("--help", env=env).returncode == 0
+    counts = [int(n) for n in log.read_text().split()]
+    assert len(counts) == 2 and min(counts) > 100_000, counts
+
+
 def test_a_refused_sweep_stops_the_workers_started_for_it(tmp_path, mnist_dir):
     """The parallel launcher's workers start while the pre-launch check runs; when the check refuses
     the sweep they are killed, and the refusal stays one line (no joblib warning about them)."""
