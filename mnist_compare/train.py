@@ -88,6 +88,8 @@ def main(cfg: DictConfig) -> float | None:
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
+        if cluster.ends_its_process():  # nothing left to collect at its exit, as in `cli` below
+            gc.freeze()
 
 
 # Config groups that may be switched off: `logger=null` reads as the group's `none` option

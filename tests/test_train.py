@@ -142,7 +142,7 @@ def running(pid: int) -> bool:
 FROZEN_AT_EXIT = """
 import atexit, gc, os
 
-if "mnist_compare.train" in open("/proc/self/cmdline").read():
+if any(entry in open("/proc/self/cmdline").read() for entry in ("mnist_compare.train", "submitit.core._submit")):
     atexit.register(lambda: open(os.environ["FROZEN_LOG"], "a").write(f"{gc.get_freeze_count()}\\n"))
 """
 
@@ -270,11 +270,16 @@ def test_failed_job_leaves_a_record_and_the_sweep_goes_on(tmp_path, mnist_dir):
 
 def test_slurm_launcher_path_with_submitit_local_executor(tmp_path, mnist_dir):
     sweep = tmp_path / "sweep"
+    log = tmp_path / "frozen.log"
+    env = {"FROZEN_LOG": str(log), "PYTHONPATH": hooked_pythonpath(tmp_path / "hook", FROZEN_AT_EXIT)}
     done = train("-m", "hydra/launcher=slurm_local", "arch=shallow,conv", "ws=true", "aux=0.5",
-                 "trainer=fast_dev_run", f"hydra.sweep.dir={sweep}", timeout=600)
+                 "trainer=fast_dev_run", f"hydra.sweep.dir={sweep}", timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     found = sorted(json.loads(p.read_text())["arch"] for p in sweep.glob("*/metrics.json"))
     assert found == ["conv", "shallow"]
+    # the command and each job's own process (one per job, as on SLURM) end without collecting
+    counts = [int(n) for n in log.read_text().split()]
+    assert len(counts) == 3 and min(counts) > 100_000, counts
 
 
 def test_best_experiment_delivers_the_checkpoint_chosen_on_validation_pairs(tmp_path, mnist_dir):

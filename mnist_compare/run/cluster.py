@@ -72,6 +72,12 @@ def slurm_job_id() -> str | None:
     return os.environ.get("SLURM_JOB_ID")
 
 
+def ends_its_process() -> bool:
+    """A submitit job (on SLURM, or submitit's local executor: `hydra/launcher=slurm_local`) runs
+    one job in a process of its own, which ends after it (submitit exports SUBMITIT_EXECUTOR)."""
+    return bool(os.environ.get("SUBMITIT_EXECUTOR"))
+
+
 def _ask(*command: str) -> str:
     """A SLURM command's output, or "" (command missing, failing or hanging: never block a stop)."""
     try:
