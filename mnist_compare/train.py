@@ -45,6 +45,14 @@ def job_label(cfg: DictConfig) -> str:
 def main(cfg: DictConfig) -> float | None:
     """Returns the validation accuracy when there is a validation split (what a sweeper such as
     Optuna optimises), never a test figure."""
+    try:
+        return run(cfg)
+    finally:
+        if cluster.ends_its_process():  # nothing left to collect at its exit, as in `cli` below
+            gc.freeze()
+
+
+def run(cfg: DictConfig) -> float | None:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     config = identity_config(cfg)
     rid = run_id(config)
@@ -88,8 +96,6 @@ def main(cfg: DictConfig) -> float | None:
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
-        if cluster.ends_its_process():  # nothing left to collect at its exit, as in `cli` below
-            gc.freeze()
 
 
 # Config groups that may be switched off: `logger=null` reads as the group's `none` option

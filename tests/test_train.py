@@ -282,6 +282,15 @@ def test_slurm_launcher_path_with_submitit_local_executor(tmp_path, mnist_dir):
     assert len(counts) == 3 and min(counts) > 100_000, counts
 
 
+def test_a_process_that_only_inherits_submitits_environment_keeps_collecting(monkeypatch):
+    """A sweep started inside a submitit job runs many jobs in each worker: what each job leaves
+    must still be collected, so only submitit's own job runner freezes at the end of its job."""
+    from mnist_compare.run import cluster
+
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    assert not cluster.ends_its_process()
+
+
 def test_best_experiment_delivers_the_checkpoint_chosen_on_validation_pairs(tmp_path, mnist_dir):
     out = tmp_path / "best"
     done = train("experiment=best", "trainer.max_epochs=3", f"hydra.run.dir={out}")

@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -73,9 +74,11 @@ def slurm_job_id() -> str | None:
 
 
 def ends_its_process() -> bool:
-    """A submitit job (on SLURM, or submitit's local executor: `hydra/launcher=slurm_local`) runs
-    one job in a process of its own, which ends after it (submitit exports SUBMITIT_EXECUTOR)."""
-    return bool(os.environ.get("SUBMITIT_EXECUTOR"))
+    """This process is submitit's job runner (`python -m submitit.core._submit`, on SLURM or with
+    its local executor, `hydra/launcher=slurm_local`): it runs one job and ends. Not a sweep's
+    worker started inside such a job, which inherits submitit's environment but runs many."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return getattr(spec, "name", None) == "submitit.core._submit"
 
 
 def _ask(*command: str) -> str:
