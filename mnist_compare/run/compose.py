@@ -22,7 +22,7 @@ from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_d
 from hydra.core.config_loader import ConfigLoader
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType, ValueType
-from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 PLAIN = (bool, int, float, str, type(None))
 
@@ -33,21 +33,6 @@ def plain_value(override: Override, groups: set[str]) -> bool:
             and override.value_type == ValueType.ELEMENT and not override.is_hydra_override()
             and "/" not in override.key_or_group and override.key_or_group not in groups
             and isinstance(override.value(), PLAIN))
-
-
-def is_leaf(cfg: DictConfig, key: str) -> bool:
-    """A value (not a node) is at `key`; looked up without resolving anything."""
-    node: object = cfg
-    for part in key.split("."):
-        if not isinstance(node, DictConfig):
-            return False
-        try:
-            node = node._get_node(part, throw_on_missing_key=False)
-        except Exception:  # a struct config refuses unknown keys
-            return False
-        if node is None:
-            return False
-    return not isinstance(node, DictConfig | ListConfig)
 
 
 def overlaps(key: str, other: str) -> bool:
@@ -77,10 +62,9 @@ def compose_jobs(loader: ConfigLoader, master: DictConfig, jobs: Sequence[Sequen
 
 
 def with_values(master: DictConfig, base: DictConfig, values: list[Override], app: list[Override]) -> DictConfig | None:
-    """A copy of `base` with these plain values, as Hydra would have composed it; None where a
-    value is not a leaf of it (the job is then composed in full, which reports any error itself)."""
-    if any(not is_leaf(base, o.key_or_group) or o.key_or_group in base.hydra.runtime.choices for o in values):
-        return None
+    """A copy of `base` with these plain values, as Hydra would have composed it (`base` set the
+    same keys, none of which another override touches); None where a value cannot be set (the job
+    is then composed in full, which reports the error itself)."""
     cfg = copy.deepcopy(base)
     try:
         ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
