@@ -25,8 +25,8 @@ from hydra_plugins.mnist_compare_launch import register as register_plugins
 from hydra_plugins.mnist_compare_launch import stop_workers
 from mnist_compare.paths import CONF_DIR
 from mnist_compare.results import FAILURE, METRICS, write_json
-from mnist_compare.run import cluster, progress
-from mnist_compare.run.fit import fit
+from mnist_compare.run import cluster, fused, progress
+from mnist_compare.run.fit import fit, replay
 from mnist_compare.run.identity import group_id, identity_config, run_id
 from mnist_compare.run.outcome import interrupt_not_lost, report
 from mnist_compare.run.preflight import LAUNCH
@@ -64,10 +64,13 @@ def run(cfg: DictConfig) -> float | None:
     code = code_version(config)  # taken before training: an edit made meanwhile is not this run's code
     try:
         epochs = "fast_dev_run" if cfg.trainer.get("fast_dev_run") else f"{cfg.trainer.max_epochs} epochs"
-        log.info("%s: training %s -> %s", job_label(cfg), epochs.replace("1 epochs", "1 epoch"), out_dir)
+        trained = fused.TRAINED.pop(rid, None)  # trained just now with the other seeds of its cell
+        how = f", batched with {trained['seeds'] - 1} other seed{'s' if trained['seeds'] > 2 else ''}" \
+            if trained else ""
+        log.info("%s: training %s%s -> %s", job_label(cfg), epochs.replace("1 epochs", "1 epoch"), how, out_dir)
         cluster.prepare_job(cfg, out_dir)  # on SLURM: threads, and what its signals mean
         try:
-            measured = fit(cfg, out_dir)
+            measured = replay(cfg, out_dir, trained) if trained else fit(cfg, out_dir)
         except cluster.JobStopped:  # SLURM stopped it: the signal handler wrote its failure.json
             raise
         except BaseException as e:
@@ -90,8 +93,10 @@ def run(cfg: DictConfig) -> float | None:
         best = f"; best epoch on test {record['best_test_acc']:.4f}, for comparison only" \
             if "best_test_acc" in record else ""
         sweep = progress.line(Path(HydraConfig.get().sweep.dir)) if HydraConfig.get().mode == RunMode.MULTIRUN else ""
-        log.info("%s: test_acc %.4f (%s, epoch %d of %d%s) in %.1f s%s", job_label(cfg), record["test_acc"],
-                 record["selection"], record["delivered_epoch"], record["epochs"], best, record["train_time_s"], sweep)
+        share = " (its share of the batch)" if trained else ""
+        log.info("%s: test_acc %.4f (%s, epoch %d of %d%s) in %.1f s%s%s", job_label(cfg), record["test_acc"],
+                 record["selection"], record["delivered_epoch"], record["epochs"], best, record["train_time_s"],
+                 share, sweep)
         return record.get("val_acc")
     finally:
         logging.getLogger().removeHandler(handler)

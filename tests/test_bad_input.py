@@ -31,6 +31,7 @@ CASES = {  # name: (arguments, what the error line must say)
     "negative lr": (["model.optimizer.lr=-1"], "model.optimizer.lr=-1 is not allowed: use a number > 0"),
     "lr not a number": (["model.optimizer.lr=abc"], "model.optimizer.lr='abc' is not allowed: use a number > 0"),
     "zero threads": (["threads=0"], "threads=0 is not allowed: use an integer >= 1"),
+    "fuse_seeds not a bool": (["-m", "fuse_seeds=sometimes"], "fuse_seeds='sometimes' is not allowed: use fuse_seeds="),
     "data_dir under a file": (["data.data_dir={tmp}/file/data"], "cannot be created or written"),
     "corrupted MNIST file": (["data.data_dir={tmp}/corrupt"], "train-labels-idx1-ubyte has SHA-256"),
     "bad aux inside a sweep": (

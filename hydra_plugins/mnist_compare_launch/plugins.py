@@ -152,13 +152,49 @@ class ParallelLauncher(JoblibLauncher):
         state = Singleton.get_state()
         composed = composed_by_check()
         sweep = sweep_statement()
+        jobs = [(initial_job_idx + idx, overrides, composed.get(tuple(overrides)))
+                for idx, overrides in enumerate(job_overrides)]
+        tasks = seed_cells(jobs, joblib_cfg)
+        context = (self.hydra_context, self.config, self.task_function, state, sweep, os.getpid())
         runs = Parallel(**joblib_cfg)(
-            delayed(execute_job)(initial_job_idx + idx, overrides, composed.get(tuple(overrides)),
-                                 self.hydra_context, self.config, self.task_function, state, sweep, os.getpid())
-            for idx, overrides in enumerate(job_overrides)
+            delayed(execute_job)(*task[0], *context) if len(task) == 1 else delayed(execute_cell)(task, *context)
+            for task in tasks
         )
-        assert isinstance(runs, list) and all(isinstance(r, JobReturn) for r in runs)
-        return runs
+        assert isinstance(runs, list)
+        by_idx = {job[0]: ret for task, done in zip(tasks, runs, strict=True)
+                  for job, ret in zip(task, done if len(task) > 1 else [done], strict=True)}
+        assert all(isinstance(r, JobReturn) for r in by_idx.values())
+        return [by_idx[idx] for idx, _, _ in jobs]  # in the order of the jobs
+
+
+Job = tuple[int, Sequence[str], DictConfig | None]
+
+
+def seed_cells(jobs: list[Job], joblib_cfg: dict[str, Any]) -> list[list[Job]]:
+    """The jobs as tasks: the runs of an MLP cell that differ only by their seed go to one worker
+    together, which trains them as one batched model (mnist_compare/run/fused.py); every other
+    job is a task of its own. A cell holds at most `MAX_SEEDS` seeds, and fewer in a small sweep,
+    so that every worker gets work: no more than a quarter of a worker's share of the jobs."""
+    from joblib import effective_n_jobs
+
+    from mnist_compare.run.fused import MAX_SEEDS, fusable
+    from mnist_compare.run.identity import group_id, identity_config
+
+    workers = effective_n_jobs(joblib_cfg.get("n_jobs", -1))
+    size = min(MAX_SEEDS, -(-len(jobs) // (4 * max(1, workers))))
+    cells: dict[str, list[Job]] = {}
+    tasks: list[list[Job]] = []
+    for job in jobs:
+        cfg = job[2]
+        if size < 2 or cfg is None or not fusable(cfg):
+            tasks.append([job])
+            continue
+        key = group_id(identity_config(cfg))
+        if key not in cells or len(cells[key]) == size:
+            cells[key] = []
+            tasks.append(cells[key])  # where the cell's first job was
+        cells[key].append(job)
+    return tasks
 
 
 def sweep_statement() -> dict[str, str]:
@@ -167,6 +203,22 @@ def sweep_statement() -> dict[str, str]:
     from mnist_compare.run.progress import ENV
 
     return {ENV: os.environ[ENV]} if ENV in os.environ else {}
+
+
+def execute_cell(cell: list[Job], hydra_context: HydraContext, config: DictConfig, task_function: TaskFunction,
+                 singleton_state: dict[Any, Any], sweep: dict[str, str], launcher_pid: int) -> list[JobReturn]:
+    """In the worker: the cell's seeds trained together, then each job as `execute_job`, which
+    writes the record of what its seed measured."""
+    from mnist_compare.run.fused import TRAINED, train_cell
+
+    if os.getpid() != launcher_pid:
+        between_tasks()
+    try:
+        train_cell([cfg for _, _, cfg in cell if cfg is not None], Path(str(config.hydra.sweep.dir)))
+        return [execute_job(*job, hydra_context, config, task_function, singleton_state, sweep, launcher_pid)
+                for job in cell]
+    finally:
+        TRAINED.clear()  # what a job did not use (it failed before) is not left to a later task
 
 
 def execute_job(idx: int, overrides: Sequence[str], composed: DictConfig | None, hydra_context: HydraContext,

@@ -80,30 +80,70 @@ def fit(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
     record = {
         "n_params": sum(p.numel() for p in model.parameters()),
-        "max_epochs": 1 if cfg.trainer.get("fast_dev_run") else cfg.trainer.max_epochs,
-        "epochs": epochs,
-        "stopped_early": epochs < cfg.trainer.max_epochs and not cfg.trainer.get("fast_dev_run"),
-        "selection": selection,
-        "delivered_epoch": delivered,
-        **figures(model.history, model.final),
-        "train_time_s": round(train_time, 3),
+        **measured_record(cfg, model.history, model.final, epochs, delivered, selection, train_time),
         # where it trained: Lightning's teardown has moved the module back to the CPU by now
         "device": str(trainer.strategy.root_device),
         "threads": torch.get_num_threads(),
         "machine": platform.processor() or platform.machine(),
     }
-    if trainer.logger is not None and model.final:  # the once-scored test figures, at the delivered epoch
-        trainer.logger.log_metrics({f"test/{k}": v for k, v in model.final["test"].items()}, step=delivered)
-    if trainer.logger is not None:  # TensorBoard's HPARAMS tab: settings beside the delivered figures
-        settings = flatten(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
-        trainer.logger.log_hyperparams(
-            {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in settings.items()},
-            {f"hp/{k}": record[k] for k in ("test_acc", "val_acc") if k in record},
-        )
-        # Lightning closed the log after training; the figures above reopened it. Close it again,
-        # or its writer thread lives on in a sweep's worker and flushes into the folder later.
-        trainer.logger.finalize("success")
+    close_log(trainer.logger, cfg, record, model.final, delivered)
     return record
+
+
+def replay(cfg: DictConfig, out_dir: Path, trained: dict[str, Any]) -> dict[str, Any]:
+    """What `fit` returns and logs, for a seed trained with its cell (`run/fused.py`): the
+    logger gets the same figures in the same order, after the cell's training rather than during it."""
+    logger = instantiate(cfg.logger, save_dir=str(out_dir)) if cfg.get("logger") else None
+    history = trained["history"]
+    epochs = len(history["train/loss"])
+    if logger is not None:
+        logger.log_hyperparams(trained["hparams"])  # as Lightning does when a fit starts
+        logger.save()
+        stages = dict.fromkeys(k.split("/")[0] for k in history)  # in the order a solo run records them
+        for epoch in range(epochs):
+            for stage in stages:
+                logger.log_metrics({k: v[epoch] for k, v in history.items() if k.startswith(f"{stage}/")},
+                                   step=epoch + 1)
+        logger.finalize("success")  # as Lightning does when a fit ends
+    record = {
+        "n_params": trained["n_params"],
+        **measured_record(cfg, history, {}, epochs, epochs, "last epoch", trained["train_time_s"]),
+        "device": "cpu",
+        "threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+    }
+    close_log(logger, cfg, record, {}, epochs)
+    return record
+
+
+def measured_record(cfg: DictConfig, history: dict[str, list[float]], final: dict[str, dict[str, float]],
+                    epochs: int, delivered: int, selection: str, train_time: float) -> dict[str, Any]:
+    return {
+        "max_epochs": 1 if cfg.trainer.get("fast_dev_run") else cfg.trainer.max_epochs,
+        "epochs": epochs,
+        "stopped_early": epochs < cfg.trainer.max_epochs and not cfg.trainer.get("fast_dev_run"),
+        "selection": selection,
+        "delivered_epoch": delivered,
+        **figures(history, final),
+        "train_time_s": round(train_time, 3),
+    }
+
+
+def close_log(logger: Any, cfg: DictConfig, record: dict[str, Any], final: dict[str, dict[str, float]],
+              delivered: int) -> None:
+    if logger is None:
+        return
+    if final:  # the once-scored test figures, at the delivered epoch
+        logger.log_metrics({f"test/{k}": v for k, v in final["test"].items()}, step=delivered)
+    # TensorBoard's HPARAMS tab: settings beside the delivered figures
+    settings = flatten(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+    logger.log_hyperparams(
+        {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in settings.items()},
+        {f"hp/{k}": record[k] for k in ("test_acc", "val_acc") if k in record},
+    )
+    # Lightning closed the log after training; the figures above reopened it. Close it again,
+    # or its writer thread lives on in a sweep's worker and flushes into the folder later.
+    logger.finalize("success")
 
 
 def figures(history: dict[str, list[float]], final: dict[str, dict[str, float]]) -> dict[str, Any]:

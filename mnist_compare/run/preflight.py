@@ -33,8 +33,8 @@ from mnist_compare.run.identity import finished_runs, identity_config, run_id, t
 from mnist_compare.run.provenance import code_version, fingerprint, library_versions, source_hash
 
 # The settings the program reads at the top level; anything else (e.g. `+aux_weight=0.5`) is a slip.
-TOP_LEVEL = ("arch", "ws", "aux", "seed", "threads", "checkpoint_after_s", "data", "model", "trainer", "logger",
-             "callbacks")
+TOP_LEVEL = ("arch", "ws", "aux", "seed", "threads", "checkpoint_after_s", "fuse_seeds", "data", "model", "trainer",
+             "logger", "callbacks")
 MONITORED = ("val/acc", "val/loss")  # what the module logs for callbacks to monitor
 LAUNCH: dict[str, Any] = {}  # mode, dir and job count of this process's launch, for its closing line
 # job overrides -> its config as composed here, which hydra/sweeper=checked and hydra/launcher=parallel
@@ -69,6 +69,8 @@ def check_settings(cfg: DictConfig) -> None:
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise UserError(f"threads={threads!r} is not allowed: use an integer >= 1, e.g. threads=1")
     cluster.checkpoint_after_s(cfg)
+    if not isinstance(cfg.get("fuse_seeds", True), bool):
+        raise UserError(f"fuse_seeds={cfg.fuse_seeds!r} is not allowed: use fuse_seeds=true or fuse_seeds=false")
     epochs = cfg.trainer.get("max_epochs")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise UserError(

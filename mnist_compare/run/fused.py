@@ -1,0 +1,269 @@
+"""The seeds of an MLP cell trained together as one batched model, each seed's numbers those of
+its run made alone, float for float.
+
+An MLP run spends more of its time in Lightning's and Python's work around each step than in
+its products (docs/study.md, Performance): ten seeds stacked into one model share that work.
+The parallel launcher hands a cell's jobs (the same settings, seeds apart) to one worker, which
+trains them here before its jobs start; each job then writes its own record from what its seed
+measured (`fit.replay`), as it would have alone. Only what is known to repeat the solo run is
+batched: Flatten/Linear/ReLU stacks, Adam, fp32 on the CPU, no validation split, checkpoint or
+callback; every other run trains alone. Before training, a cell checks on its own data that its
+batched layers give each seed's outputs and gradients bit for bit; otherwise its seeds train alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch import nn
+
+from mnist_compare.models.module import CompareModule, counts, mixed_loss
+from mnist_compare.run.allocator import keep_freed_memory
+from mnist_compare.run.cuda_probe import skip_nvml_probe
+from mnist_compare.run.identity import finished_runs, group_id, identity_config, run_id
+
+log = logging.getLogger("mnist_compare")
+MAX_SEEDS = 10  # per cell: more would leave a worker idle at the end of a sweep for little gain
+# trainer settings a batched cell repeats; any other (fast_dev_run, limits, clipping, ...) trains alone
+TRAINER_KEYS = {"_target_", "max_epochs", "accelerator", "devices", "precision", "check_val_every_n_epoch",
+                "num_sanity_val_steps", "enable_checkpointing", "enable_model_summary", "enable_progress_bar",
+                "log_every_n_steps"}
+# what a seed measured, by run_id, for the job that writes its record (the same worker, next)
+TRAINED: dict[str, dict[str, Any]] = {}
+
+Layer = tuple[Any, ...]  # ("flat",), ("relu",) or ("linear", weight [S, out, in], bias [S, out])
+
+
+def fusable(cfg: DictConfig) -> bool:
+    """Settings a batched cell trains exactly as `fit` would (the layers are checked later)."""
+    trainer, model, data = cfg.trainer, cfg.model, cfg.data
+    optimizer = model.get("optimizer")
+    return bool(
+        cfg.get("fuse_seeds", True) is True
+        and set(trainer) <= TRAINER_KEYS
+        and str(trainer.get("_target_")) in ("pytorch_lightning.Trainer", "lightning.pytorch.Trainer")
+        and str(trainer.get("precision")) in ("32-true", "32")
+        and trainer.get("accelerator") in ("cpu", "auto") and str(trainer.get("devices")) in ("1", "auto")
+        and trainer.get("check_val_every_n_epoch", 1) == 1 and not trainer.get("enable_checkpointing")
+        and isinstance(trainer.get("max_epochs"), int) and trainer.max_epochs >= 1
+        and model.get("_target_") == "mnist_compare.models.CompareModule" and not model.get("scheduler")
+        and (not optimizer or optimizer.get("_target_") == "torch.optim.Adam")
+        and data.get("_target_") == "mnist_compare.data.PairDataModule"
+        and not data.get("val_pairs") and data.get("augment") is None
+        and not any((cfg.get("callbacks") or {}).values())
+        and cfg.get("threads") == 1
+        and (cfg.get("checkpoint_after_s") is None or cfg.checkpoint_after_s >= 60)  # a cell takes < 30 s
+        and (not cfg.get("logger") or str(cfg.logger.get("_target_")).endswith("TensorBoardLogger"))
+    )
+
+
+def train_cell(cfgs: list[DictConfig], sweep_dir: Path) -> None:
+    """Train the cell's unfinished seeds together into `TRAINED`; leave it empty where they
+    must train alone (fewer than two, a layer that is not batched exactly, a failure)."""
+    TRAINED.clear()
+    done = finished_runs(sweep_dir) if sweep_dir.is_dir() else {}
+    todo = [(rid, cfg) for cfg in cfgs if (rid := run_id(identity_config(cfg))) not in done]
+    if len(todo) < 2 or not all(fusable(cfg) for _, cfg in todo) or \
+            len({group_id(identity_config(cfg)) for _, cfg in todo}) > 1 or \
+            (cfgs[0].trainer.accelerator == "auto" and torch.cuda.is_available()):  # solo runs would use the GPU
+        return
+    try:
+        measured = _train([cfg for _, cfg in todo])
+    except Exception as e:  # each seed trains alone instead, and meets the same error there if it is its own
+        log.warning("seeds %s trained one by one: batching them failed (%s: %s)",
+                    ",".join(str(cfg.seed) for _, cfg in todo), type(e).__name__, e)
+        return
+    if measured is not None:
+        TRAINED.update((rid, m) for (rid, _), m in zip(todo, measured, strict=True))
+
+
+class BatchedLinear(torch.autograd.Function):
+    """x [S, B, in] -> [S, B, out]; each seed's gradients by `F.linear`'s own formulas (autograd's
+    batched weight gradient differs in the last bits for layers of 2 or 10 outputs)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, w)
+        return torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x, w = ctx.saved_tensors
+        return torch.bmm(g, w), torch.bmm(g.transpose(1, 2), x), g.sum(1)
+
+
+def stacked(seqs: list[nn.Module]) -> list[Layer] | None:
+    """The seeds' copies of one MLP as one stack of layers, or None if it is not a plain MLP."""
+    if not all(type(s) is nn.Sequential for s in seqs):
+        return None
+    layers: list[Layer] = []
+    for same in zip(*[list(s) for s in seqs], strict=True):
+        first = same[0]
+        if type(first) is nn.Linear and first.bias is not None:
+            layers.append(("linear", nn.Parameter(torch.stack([m.weight.detach() for m in same])),
+                           nn.Parameter(torch.stack([m.bias.detach() for m in same]))))
+        elif type(first) is nn.ReLU:
+            layers.append(("relu",))
+        elif type(first) is nn.Flatten and first.start_dim == 1 and first.end_dim == -1:
+            layers.append(("flat",))
+        else:
+            return None
+    return layers
+
+
+class StackedPairNet:
+    """`PairNet` for S seeds at once: inputs and outputs carry the seed as a first dimension."""
+
+    def __init__(self, nets: list[nn.Module]) -> None:
+        self.weight_sharing = nets[0].weight_sharing
+        pipes = [stacked([n.pipes[i] for n in nets]) for i in range(len(nets[0].pipes))]
+        classifier = stacked([n.classifier for n in nets])
+        self.ok = classifier is not None and all(p is not None for p in pipes)
+        self.pipes, self.classifier = pipes, classifier
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [p for layers in (*self.pipes, self.classifier) for layer in layers for p in layer[1:]]
+
+    @staticmethod
+    def _run(layers: list[Layer], x: torch.Tensor) -> torch.Tensor:
+        for kind, *weights in layers:
+            x = x.flatten(2) if kind == "flat" else torch.relu_(x) if kind == "relu" else \
+                BatchedLinear.apply(x, *weights)
+        return x
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        first, second = x[:, :, 0:1], x[:, :, 1:2]
+        if self.weight_sharing:  # one pipe sees both digits in one call, as PairNet
+            aux_first, aux_second = self._run(self.pipes[0], torch.cat((first, second), 1)).chunk(2, 1)
+        else:
+            aux_first, aux_second = self._run(self.pipes[0], first), self._run(self.pipes[1], second)
+        return self._run(self.classifier, torch.cat((aux_first, aux_second), 2)), aux_first, aux_second
+
+
+def _stack(batches: tuple[tuple[torch.Tensor, ...], ...]) -> tuple[torch.Tensor, ...]:
+    return tuple(torch.stack(parts) for parts in zip(*batches, strict=True))
+
+
+def _same_as_alone(net: StackedPairNet, modules: list[CompareModule], data: list[Any], w: float,
+                   smoothing: float) -> bool:
+    """Each seed's outputs and gradients, batched and alone, bit for bit, at every batch size the
+    cell will use (the products' kernels, hence their sums' order, depend on the shapes only)."""
+    params = net.parameters()
+    for stage, size in _batch_sizes(data[0]):
+        x, y, c = _stack(tuple(tuple(t[:size] for t in dm.splits[stage]) for dm in data))
+        outputs = net(x)
+        loss = sum(mixed_loss((outputs[0][i], outputs[1][i], outputs[2][i]), y[i], c[i], w, smoothing)
+                   for i in range(len(modules)))
+        grads = torch.autograd.grad(loss, params, allow_unused=True)  # aux=1: the classifier gets none
+        for i, module in enumerate(modules):
+            alone = module.net(x[i])
+            mine = [None if g is None else g[i] for g in grads]
+            theirs = torch.autograd.grad(mixed_loss(alone, y[i], c[i], w, smoothing), _in_stack_order(module),
+                                         allow_unused=True)
+            if not all(torch.equal(o[i], a) for o, a in zip(outputs, alone, strict=True)) or \
+                    not all(a is b or (a is not None and b is not None and torch.equal(a, b))
+                            for a, b in zip(mine, theirs, strict=True)):
+                return False
+    return True
+
+
+def _batch_sizes(dm: Any) -> list[tuple[str, int]]:
+    sizes = []
+    for stage, batch in (("train", dm.batch_size), *((s, dm.eval_batch_size) for s in dm.eval_stages)):
+        n = dm.splits[stage][0].size(0)
+        sizes += [(stage, size) for size in sorted({min(batch, n), n % batch} - {0})]
+    return sizes
+
+
+def _in_stack_order(module: CompareModule) -> list[nn.Parameter]:
+    return [p for seq in (*module.net.pipes, module.net.classifier) for m in seq if isinstance(m, nn.Linear)
+            for p in (m.weight, m.bias)]
+
+
+def _train(cfgs: list[DictConfig]) -> list[dict[str, Any]] | None:
+    """`fit`'s training for several seeds at once: each seed's module and data module built as
+    `fit` builds them, the same batches in the same order, one Adam over the stacked weights
+    (elementwise: each seed's slice moves as its own would), losses and counts per seed."""
+    keep_freed_memory()
+    skip_nvml_probe()
+    torch.set_num_threads(1)
+    modules: list[CompareModule] = []
+    data: list[Any] = []
+    for cfg in cfgs:
+        pl.seed_everything(cfg.seed, verbose=False)  # as `fit`: the module first, then the data module
+        modules.append(instantiate(cfg.model, _recursive_=False))
+        data.append(instantiate(cfg.data))
+    net = StackedPairNet([m.net for m in modules])
+    if not net.ok:
+        return None
+    started = time.perf_counter()
+    for dm in data:
+        dm.setup("fit")
+    w, smoothing = modules[0].aux_loss_weight, modules[0].label_smoothing
+    if not _same_as_alone(net, modules, data, w, smoothing):
+        log.info("seeds %s trained one by one: their batched layers do not repeat the solo ones here",
+                 ",".join(str(cfg.seed) for cfg in cfgs))
+        return None
+    optimizer = modules[0].configure_optimizers()
+    optimizer = type(optimizer)(net.parameters(), **optimizer.defaults)
+    train = [dm.train_dataloader() for dm in data]
+    evaluated = [dm.val_dataloader() for dm in data]
+    seeds = range(len(cfgs))
+    histories: list[dict[str, list[float]]] = [defaultdict(list) for _ in seeds]
+    for epoch in range(cfgs[0].trainer.max_epochs):
+        sums: list[list[torch.Tensor]] = [[] for _ in seeds]
+        for batches in zip(*train, strict=True):
+            x, y, c = _stack(batches)
+            optimizer.zero_grad()
+            outputs = net(x)
+            each = [(outputs[0][i], outputs[1][i], outputs[2][i]) for i in seeds]
+            losses = [mixed_loss(o, y[i], c[i], w, smoothing) for i, o in enumerate(each)]
+            sum(losses[1:], losses[0]).backward()  # each seed's loss gets the gradient 1, exactly
+            with torch.no_grad():
+                for i, o in enumerate(each):
+                    n = torch.tensor(float(y[i].numel()))
+                    sums[i].append(torch.cat(((losses[i] * n).view(1), counts(o, y[i], c[i]), n.view(1))))
+            optimizer.step()
+        # the order of a solo run's records: its evaluation ends before its training epoch does
+        for k, stage in enumerate(data[0].eval_stages):
+            _evaluate(net, [loaders[k] for loaders in evaluated], stage, histories)
+        for i in seeds:
+            loss, correct, digits, _, n = torch.stack(sums[i]).sum(0).tolist()
+            if not math.isfinite(loss):  # the seed's own run fails with its own error
+                raise FloatingPointError(f"seed {cfgs[i].seed}: non-finite training loss in epoch {epoch + 1}")
+            for key, value in (("loss", loss / n), ("acc", correct / n), ("aux_acc", digits / (2 * n))):
+                histories[i][f"train/{key}"].append(value)
+    share = (time.perf_counter() - started) / len(cfgs)
+    n_params = sum(p.numel() for p in modules[0].parameters())
+    return [{"history": dict(h), "n_params": n_params, "train_time_s": share, "seeds": len(cfgs),
+             "hparams": {**m.hparams_initial, **dm.hparams_initial}}
+            for h, m, dm in zip(histories, modules, data, strict=True)]
+
+
+def _evaluate(net: StackedPairNet, loaders: list[Any], stage: str, histories: list[dict[str, list[float]]]) -> None:
+    """`CompareModule._evaluate` for every seed: per batch, summed in the same order."""
+    sums = [[0.0, 0, 0, 0, 0] for _ in histories]
+    with torch.inference_mode():
+        for batches in zip(*loaders, strict=True):
+            x, y, c = _stack(batches)
+            outputs = net(x)
+            for i, s in enumerate(sums):
+                o = (outputs[0][i], outputs[1][i], outputs[2][i])
+                main = F.cross_entropy(o[0], y[i], reduction="sum")
+                correct, digits, rule = counts(o, y[i], c[i]).tolist()
+                for j, value in enumerate((main.item(), correct, digits, rule, y[i].numel())):
+                    s[j] += value
+    for history, (loss, correct, digits, rule, n) in zip(histories, sums, strict=True):
+        for key, value in (("loss", loss / n), ("acc", correct / n), ("aux_acc", digits / (2 * n)),
+                           ("rule_acc", rule / n)):
+            history[f"{stage}/{key}"].append(value)

@@ -1,0 +1,118 @@
+"""An MLP cell's seeds trained as one batched model (mnist_compare/run/fused.py): every seed's
+numbers and record are those of its run made alone, and whatever is not known to repeat them
+trains alone."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+from conftest import train
+from hydra import compose, initialize_config_dir
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from mnist_compare.paths import CONF_DIR
+from mnist_compare.results import write_json
+from mnist_compare.run import fused
+from mnist_compare.run.fit import fit
+from mnist_compare.run.identity import identity_config, run_id
+
+
+def configs(*overrides: str, seeds: range = range(3), epochs: int = 3) -> list:
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return [compose("train", [*overrides, f"seed={s}", f"trainer.max_epochs={epochs}"]) for s in seeds]
+
+
+def trained(cfgs: list, sweep_dir: Path = Path("/nonexistent")) -> dict:
+    fused.train_cell(cfgs, sweep_dir)
+    found = dict(fused.TRAINED)
+    fused.TRAINED.clear()
+    return found
+
+
+@pytest.mark.parametrize("overrides", [
+    ("arch=shallow", "ws=true", "aux=0.5"),
+    ("arch=deep", "ws=false", "aux=0"),
+    ("arch=deep", "ws=true", "aux=1"),  # the comparison loss weighted 0: its layers get no gradient
+    # a user's own MLP and data settings: the check on its shapes, not a list of known ones
+    ("arch=shallow", "ws=false", "aux=0.3", "arch.pipe.sizes=[196,64,32,10]", "data.batch_size=64",
+     "data.shuffle=true", "data.normalize=true", "model.label_smoothing=0.1", "+model.optimizer.weight_decay=0.01"),
+])
+def test_each_seed_of_a_cell_repeats_its_solo_run(overrides, mnist_dir, tmp_path):
+    cfgs = configs(*overrides)
+    batched = trained(cfgs)
+    assert len(batched) == len(cfgs)
+    for cfg in cfgs:
+        alone = fit(cfg, tmp_path / str(cfg.seed))
+        mine = batched[run_id(identity_config(cfg))]
+        assert {k.replace("/", "_"): v for k, v in mine["history"].items()} == alone["history"]  # float for float
+        assert list(alone["history"]) == [k.replace("/", "_") for k in mine["history"]]  # the same order
+        assert mine["n_params"] == alone["n_params"]
+
+
+@pytest.mark.parametrize("overrides", [
+    ("arch=conv",),  # not a Flatten/Linear/ReLU stack
+    ("+arch.pipe.dropout=0.2",),
+    ("trainer.precision=bf16-mixed",),
+    ("threads=2",),
+    ("data.val_pairs=200", "callbacks=best_on_val"),
+    ("+trainer.gradient_clip_val=1.0",),
+    ("checkpoint_after_s=0",),
+    ("fuse_seeds=false",),
+])
+def test_what_a_cell_does_not_repeat_trains_alone(overrides, mnist_dir):
+    assert trained(configs("arch=shallow", *overrides, epochs=1)) == {}
+
+
+def test_a_batch_that_would_not_repeat_the_solo_layers_trains_alone(mnist_dir, monkeypatch, caplog):
+    """The cell compares its batched layers with each seed's own on its data before training."""
+    product = fused.torch.baddbmm
+    monkeypatch.setattr(fused.torch, "baddbmm", lambda b, x, w: product(b, x, w) * (1 + 1e-7))
+    with caplog.at_level(logging.INFO, logger="mnist_compare"):
+        assert trained(configs("arch=shallow", epochs=1)) == {}
+    assert "do not repeat the solo ones" in caplog.text
+
+
+def test_a_failure_in_the_batch_leaves_its_seeds_to_train_alone(mnist_dir, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(fused, "_evaluate", broken)
+    with caplog.at_level(logging.WARNING, logger="mnist_compare"):
+        assert trained(configs("arch=shallow", epochs=1)) == {}
+    assert "seeds 0,1,2 trained one by one: batching them failed (RuntimeError: out of memory)" in caplog.text
+
+
+def test_a_cell_trains_only_its_unfinished_seeds(mnist_dir, tmp_path):
+    cfgs = configs("arch=shallow", seeds=range(4), epochs=1)
+    for cfg in cfgs[:2]:  # finished in an earlier launch of the sweep
+        config = identity_config(cfg)
+        write_json(tmp_path / f"seed{cfg.seed}" / "metrics.json",
+                   {"status": "finished", "config": config, "run_id": run_id(config)})
+    assert set(trained(cfgs, tmp_path)) == {run_id(identity_config(c)) for c in cfgs[2:]}
+    assert trained(cfgs[:3], tmp_path) == {}  # one seed left: it trains alone
+
+
+def records(sweep: Path) -> dict[str, tuple]:
+    out = {}
+    for folder in sorted(p for p in sweep.iterdir() if p.is_dir()):
+        m = json.loads((folder / "metrics.json").read_text())
+        for volatile in ("train_time_s", "overrides"):
+            m.pop(volatile)
+        events = EventAccumulator(str(folder / "tb")).Reload()
+        scalars = {t: [(e.step, e.value) for e in events.Scalars(t)] for t in events.Tags()["scalars"]}
+        files = sorted(p.name.split(".")[0] for p in (folder / "tb").iterdir())
+        out[folder.name] = (m, list(m), scalars, files, (folder / "tb" / "hparams.yaml").read_text())
+    return out
+
+
+def test_a_sweep_with_batched_cells_writes_the_records_of_one_without(tmp_path, mnist_dir):
+    sweep = ["-m", "arch=shallow,deep", "ws=true,false", "aux=0.5", "seed=range(4)", "trainer.max_epochs=2"]
+    batched = train(*sweep, f"hydra.sweep.dir={tmp_path / 'batched'}")
+    assert batched.returncode == 0, batched.stderr
+    assert batched.stdout.count("batched with") == 16  # cells of 2 in a 16-job sweep on two workers
+    alone = train(*sweep, "fuse_seeds=false", f"hydra.sweep.dir={tmp_path / 'alone'}")
+    assert alone.returncode == 0 and "batched with" not in alone.stdout
+    assert records(tmp_path / "batched") == records(tmp_path / "alone")
