@@ -1,6 +1,6 @@
 """Benchmarks: our Lightning training path against a minimal raw PyTorch loop doing the same work.
 
-    python -m mnist_compare.bench runs  [--arch shallow deep conv] [--repeats 5] [--threads 1]
+    python -m mnist_compare.bench runs  [--arch shallow deep conv] [--repeats 5] [--threads 1] [--seeds 10]
     python -m mnist_compare.bench layers [--repeats 30] [--threads 1] [override ...]
     python -m mnist_compare.bench sweep [--jobs CORES] [--seeds 10] [override ...]
     python -m mnist_compare.bench progress [SWEEP_DIR]
@@ -8,9 +8,11 @@
 
 `runs` alternates, in one process, the real path (`mnist_compare.run.fit.fit`: Trainer, data
 module, TensorBoard logging) and the raw loop on the same seed, and prints the medians and
-their ratio. `layers` times each convolution of the study's ConvNet pipe alone on one training batch (WS on:
-200 digits): forward, then with its weight gradient, then with its input gradient too, against a
-large matrix product on the same thread(s): where the ConvNet's time goes, pass by pass. `sweep`
+their ratio; for an MLP also the path its runs take in a sweep, `--seeds` seeds batched into one
+model (`mnist_compare.run.fused`, each record written), per run. `layers` times each
+convolution of the study's ConvNet pipe alone on one training batch (WS on: 200 digits):
+forward, then with its weight gradient, then with its input gradient too, against a large matrix
+product on the same thread(s): where the ConvNet's time goes, pass by pass. `sweep`
 times the whole Table-1 sweep as a user runs it (extra overrides, e.g.
 trainer.precision=bf16-mixed, are passed on). `progress` times the progress line on a finished
 sweep. `gpu` is the prepared GPU benchmark: the fast_dev_run sweep with `accelerator=auto`
@@ -42,10 +44,12 @@ from mnist_compare.data import generate_pair_sets
 from mnist_compare.models.module import counts, mixed_loss
 from mnist_compare.models.nets import PairNet
 from mnist_compare.paths import CONF_DIR
-from mnist_compare.run import progress
+from mnist_compare.run import fused, progress
 from mnist_compare.run.allocator import keep_freed_memory
 from mnist_compare.run.cuda_probe import skip_nvml_probe
-from mnist_compare.run.fit import fit
+from mnist_compare.run.fit import fit, replay
+from mnist_compare.run.fused import fusable
+from mnist_compare.run.identity import identity_config, run_id
 
 
 def conv_flops(conv: torch.nn.Conv2d, output_numel: int) -> float:
@@ -134,6 +138,18 @@ def raw_loop(cfg: DictConfig) -> float:
     return history[-1]
 
 
+def batched_cell(cfgs: list[DictConfig]) -> float:
+    """A sweep's batched cell (`run/fused.py`), its records written as the jobs write them;
+    returns seed 0's test accuracy."""
+    fused.train_cell(cfgs, Path("/nonexistent"))
+    if len(fused.TRAINED) != len(cfgs):
+        raise SystemExit("the cell's seeds were not batched: see the log above")
+    with tempfile.TemporaryDirectory() as out:
+        records = [replay(cfg, Path(out) / str(cfg.seed), fused.TRAINED.pop(run_id(identity_config(cfg))))
+                   for cfg in cfgs]
+    return records[0]["test_acc"]
+
+
 def bench_runs(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     keep_freed_memory()  # as `fit` does: both paths get the same allocator
@@ -143,20 +159,30 @@ def bench_runs(args: argparse.Namespace) -> None:
             cfg = compose("train", [f"arch={arch}", "ws=true", "aux=0.5", "seed=0",
                                     f"trainer.max_epochs={args.epochs}", f"threads={args.threads}"])
             generate_pair_sets(cfg.data.n_pairs, 0, cfg.data.data_dir)  # data preparation is not timed
-            times: dict[str, list[float]] = {"lightning": [], "raw": []}
+            cell = [compose("train", [f"arch={arch}", "ws=true", "aux=0.5", f"seed={seed}",
+                                      f"trainer.max_epochs={args.epochs}", f"threads={args.threads}"])
+                    for seed in range(args.seeds)] if args.seeds > 1 and fusable(cfg) else []
+            paths = ("lightning", "raw", "batched") if cell else ("lightning", "raw")
+            times: dict[str, list[float]] = {path: [] for path in paths}
             accs: dict[str, float] = {}
             for _ in range(args.repeats):
-                for path in ("lightning", "raw"):
+                for path in paths:
                     started = time.perf_counter()
                     if path == "raw":
                         accs[path] = raw_loop(cfg)
-                    else:
+                    elif path == "lightning":
                         with tempfile.TemporaryDirectory() as out:
                             accs[path] = fit(cfg, Path(out))["test_acc"]
+                    else:  # what a sweep's worker does with the cell: trained together, each record written
+                        accs[path] = batched_cell(cell)
                     times[path].append(time.perf_counter() - started)
             lightning, raw = statistics.median(times["lightning"]), statistics.median(times["raw"])
             line = (f"{arch:8s} lightning {lightning:7.2f} s   raw {raw:7.2f} s   ratio {lightning / raw:5.3f}"
                     f"   test_acc lightning {accs['lightning']:.4f} raw {accs['raw']:.4f}")
+            if cell:
+                per_run = statistics.median(times["batched"]) / len(cell)
+                line += (f"\n{'':8s} in a sweep, {len(cell)} seeds batched: {per_run:7.2f} s a run, ratio to the raw "
+                         f"loop {per_run / raw:5.3f}   test_acc seed 0 {accs['batched']:.4f}")
             if arch == "conv":
                 model = instantiate(cfg.model, _recursive_=False)
                 per_image = conv_flops_per_image(model.net.pipes[0])
@@ -387,6 +413,8 @@ def main() -> None:
     runs.add_argument("--repeats", type=positive, default=5)
     runs.add_argument("--epochs", type=positive, default=50)
     runs.add_argument("--threads", type=positive, default=1)
+    runs.add_argument("--seeds", type=int, default=10,
+                      help="seeds of the batched cell timed for each MLP, as a sweep trains them (10; 0: none)")
     runs.add_argument("--peak-gflops-per-core", type=float, default=cpu_peak_gflops_per_core(),
                       help=f"default: {cpu_clock_ghz()[1]} x 32 fp32 FLOP/cycle (two 256-bit FMA units)")
     layers = sub.add_parser("layers", help="the ConvNet's convolutions one by one, against a matrix product")

@@ -109,7 +109,7 @@ def records(sweep: Path) -> dict[str, tuple]:
 
 
 def test_a_sweep_with_batched_cells_writes_the_records_of_one_without(tmp_path, mnist_dir):
-    sweep = ["-m", "arch=shallow,deep", "ws=true,false", "aux=0.5", "seed=range(4)", "trainer.max_epochs=2"]
+    sweep = ["-m", "arch=shallow", "ws=true,false", "aux=0,0.5", "seed=range(4)", "trainer.max_epochs=2"]
     batched = train(*sweep, f"hydra.sweep.dir={tmp_path / 'batched'}")
     assert batched.returncode == 0, batched.stderr
     assert batched.stdout.count("batched with") == 16  # cells of 2 in a 16-job sweep on two workers
