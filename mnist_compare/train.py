@@ -60,11 +60,11 @@ def run(cfg: DictConfig) -> float | None:
         if (out_dir / METRICS).exists():
             log.info("%s: already finished in %s, skipped", job_label(cfg), out_dir)
         return done.get("val_acc")
-    handler = start_clean(cfg, out_dir)
+    trained = fused.TRAINED.pop(rid, None)  # trained just now with the other seeds of its cell
+    handler = start_clean(cfg, out_dir, trains=trained is None)
     code = code_version(config)  # taken before training: an edit made meanwhile is not this run's code
     try:
         epochs = "fast_dev_run" if cfg.trainer.get("fast_dev_run") else f"{cfg.trainer.max_epochs} epochs"
-        trained = fused.TRAINED.pop(rid, None)  # trained just now with the other seeds of its cell
         how = f", batched with {trained['seeds'] - 1} other seed{'s' if trained['seeds'] > 2 else ''}" \
             if trained else ""
         log.info("%s: training %s%s -> %s", job_label(cfg), epochs.replace("1 epochs", "1 epoch"), how, out_dir)

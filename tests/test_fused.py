@@ -61,6 +61,11 @@ def test_each_seed_of_a_cell_repeats_its_solo_run(overrides, mnist_dir, tmp_path
     ("+trainer.gradient_clip_val=1.0",),
     ("checkpoint_after_s=0",),
     ("fuse_seeds=false",),
+    ("data.augment={_target_:mnist_compare.data.augment.PairAugment}",),
+    ("model.optimizer._target_=torch.optim.AdamW",),
+    ("+model.scheduler._target_=torch.optim.lr_scheduler.StepLR", "+model.scheduler._partial_=true",
+     "+model.scheduler.step_size=1"),
+    ("logger._target_=pytorch_lightning.loggers.CSVLogger",),
 ])
 def test_what_a_cell_does_not_repeat_trains_alone(overrides, mnist_dir):
     assert trained(configs("arch=shallow", *overrides, epochs=1)) == {}
@@ -72,6 +77,23 @@ def test_a_batch_that_would_not_repeat_the_solo_layers_trains_alone(mnist_dir, m
     monkeypatch.setattr(fused.torch, "baddbmm", lambda b, x, w: product(b, x, w) * (1 + 1e-7))
     with caplog.at_level(logging.INFO, logger="mnist_compare"):
         assert trained(configs("arch=shallow", epochs=1)) == {}
+    assert "do not repeat the solo ones" in caplog.text
+
+
+def test_a_batched_optimiser_step_that_would_not_repeat_the_solo_ones_trains_alone(mnist_dir, monkeypatch, caplog):
+    """The cell's check takes one optimiser step both ways too: elementwise kernels treat a
+    tensor's tail apart, and stacking moves each seed's values within the tensor."""
+    own = fused._optimizer
+
+    def slightly_off_when_stacked(module, params):
+        optimizer = own(module, params)
+        if params[0].dim() == 3:  # the stacked weights [seeds, out, in]
+            optimizer.param_groups[0]["lr"] *= 1 + 1e-6
+        return optimizer
+
+    monkeypatch.setattr(fused, "_optimizer", slightly_off_when_stacked)
+    with caplog.at_level(logging.INFO, logger="mnist_compare"):
+        assert trained(configs("arch=deep", epochs=1)) == {}
     assert "do not repeat the solo ones" in caplog.text
 
 
@@ -109,10 +131,26 @@ def records(sweep: Path) -> dict[str, tuple]:
 
 
 def test_a_sweep_with_batched_cells_writes_the_records_of_one_without(tmp_path, mnist_dir):
-    sweep = ["-m", "arch=shallow", "ws=true,false", "aux=0,0.5", "seed=range(4)", "trainer.max_epochs=2"]
-    batched = train(*sweep, f"hydra.sweep.dir={tmp_path / 'batched'}")
+    sweep = ["-m", "arch=shallow", "ws=true,false", "aux=0,0.5", "seed=range(4)", "trainer.max_epochs=2",
+             "hydra.launcher.n_jobs=2"]
+    (tmp_path / "batched").mkdir()  # the default sweep folder, multirun/${now:...}, as a user's
+    batched = train(*sweep, cwd=tmp_path / "batched")
     assert batched.returncode == 0, batched.stderr
-    assert batched.stdout.count("batched with") == 16  # cells of 2 in a 16-job sweep on two workers
+    assert batched.stdout.count("batched with 3 other seeds") == 16  # 4 cells of 4: two tasks per worker
     alone = train(*sweep, "fuse_seeds=false", f"hydra.sweep.dir={tmp_path / 'alone'}")
     assert alone.returncode == 0 and "batched with" not in alone.stdout
-    assert records(tmp_path / "batched") == records(tmp_path / "alone")
+    (made,) = (tmp_path / "batched" / "multirun").glob("*/*")
+    assert records(made) == records(tmp_path / "alone")
+
+
+def test_the_launcher_batches_plain_mlp_cells_only_and_keeps_the_jobs_order():
+    from hydra_plugins.mnist_compare_launch.plugins import seed_cells
+
+    jobs = [(i, [], cfg) for i, cfg in enumerate(
+        [c for arch in ("shallow", "conv") for c in configs(f"arch={arch}", seeds=range(10), epochs=1)]
+        + configs("arch=deep", "arch.classifier._target_=mnist_compare.models.prob_classifier", seeds=range(4)))]
+    jobs.append((len(jobs), [], None))  # a job the check did not compose (Optuna's)
+    tasks = seed_cells(jobs, {"n_jobs": 2})
+    assert [[j[0] for j in task] for task in tasks] == [list(range(10)), *([i] for i in range(10, 25))]
+    assert [len(t) for t in seed_cells(jobs[:10], {"n_jobs": 2})] == [3, 3, 3, 1]  # two tasks per worker
+    assert [len(t) for t in seed_cells(jobs[:3], {"n_jobs": 2})] == [1, 1, 1]

@@ -233,6 +233,20 @@ def test_progress_eta_follows_the_pace_of_the_latest_jobs(tmp_path, monkeypatch)
     assert progress.line(tmp_path) == "  [32/100 done, 0 failed, ETA 11 min]"
 
 
+def test_progress_eta_is_not_fooled_by_results_that_land_together(tmp_path, monkeypatch):
+    """Two batched cells of ten seeds (run/fused.py) end at once: their twenty results do not
+    say that a job takes no time."""
+    from mnist_compare.run import progress
+
+    monkeypatch.setattr(progress.time, "time", lambda: 1000.0)
+    progress.announce(total=60, already=0)
+    for i in range(40):  # two cells per worker so far, every 20 s, each cell's results together
+        _result(tmp_path / f"job{i}", "metrics.json", 1020.0 + 20 * (i // 20) + (i % 20) * 0.001)
+    monkeypatch.setattr(progress.time, "time", lambda: 1041.0)
+    # 40 jobs in the last 41 s, 20 left: 20 s, not the 0 s of the last ten results' pace
+    assert progress.line(tmp_path) == "  [40/60 done, 0 failed, ETA 20 s]"
+
+
 def test_progress_eta_survives_file_times_from_another_clock(tmp_path, monkeypatch):
     """On a cluster the result files are dated by the file server: never a negative ETA, and an
     estimate even when every file looks older than the launch."""

@@ -173,27 +173,38 @@ Job = tuple[int, Sequence[str], DictConfig | None]
 def seed_cells(jobs: list[Job], joblib_cfg: dict[str, Any]) -> list[list[Job]]:
     """The jobs as tasks: the runs of an MLP cell that differ only by their seed go to one worker
     together, which trains them as one batched model (mnist_compare/run/fused.py); every other
-    job is a task of its own. A cell holds at most `MAX_SEEDS` seeds, and fewer in a small sweep,
-    so that every worker gets work: no more than a quarter of a worker's share of the jobs."""
+    job is a task of its own, in the jobs' order. A cell holds `MAX_SEEDS` seeds at most, and
+    fewer where the sweep would otherwise have less than two tasks per worker."""
     from joblib import effective_n_jobs
 
-    from mnist_compare.run.fused import MAX_SEEDS, fusable
+    from mnist_compare.run.fused import MAX_SEEDS, fusable, plain_mlps
     from mnist_compare.run.identity import group_id, identity_config
 
-    workers = effective_n_jobs(joblib_cfg.get("n_jobs", -1))
-    size = min(MAX_SEEDS, -(-len(jobs) // (4 * max(1, workers))))
-    cells: dict[str, list[Job]] = {}
-    tasks: list[list[Job]] = []
+    groups: dict[str, list[Job]] = {}
+    batchable: dict[str, bool] = {}
+    order: list[str | Job] = []  # a group's key where its first job was, or a job of its own
     for job in jobs:
         cfg = job[2]
-        if size < 2 or cfg is None or not fusable(cfg):
-            tasks.append([job])
-            continue
-        key = group_id(identity_config(cfg))
-        if key not in cells or len(cells[key]) == size:
-            cells[key] = []
-            tasks.append(cells[key])  # where the cell's first job was
-        cells[key].append(job)
+        key = group_id(identity_config(cfg)) if cfg is not None and fusable(cfg) else None
+        if key is not None and key not in batchable:
+            batchable[key] = plain_mlps(cfg)  # type: ignore[arg-type]
+        if key is None or not batchable[key]:
+            order.append(job)
+        elif key in groups:
+            groups[key].append(job)
+        else:
+            groups[key] = [job]
+            order.append(key)
+    workers = effective_n_jobs(joblib_cfg.get("n_jobs", -1))
+    size = next((n for n in range(MAX_SEEDS, 1, -1)
+                 if len(order) - len(groups) + sum(-(-len(g) // n) for g in groups.values()) >= 2 * workers), 1)
+    tasks: list[list[Job]] = []
+    for item in order:
+        if isinstance(item, str):
+            group = groups[item]
+            tasks += [group[k : k + size] for k in range(0, len(group), size)]
+        else:
+            tasks.append([item])
     return tasks
 
 
@@ -213,8 +224,10 @@ def execute_cell(cell: list[Job], hydra_context: HydraContext, config: DictConfi
 
     if os.getpid() != launcher_pid:
         between_tasks()
+    setup_globals()  # Hydra's resolvers: the sweep folder may be `multirun/${now:...}`
     try:
-        train_cell([cfg for _, _, cfg in cell if cfg is not None], Path(str(config.hydra.sweep.dir)))
+        configs = [cfg for _, _, cfg in cell if cfg is not None]
+        train_cell(configs, Path(str(configs[0].hydra.sweep.dir)))
         return [execute_job(*job, hydra_context, config, task_function, singleton_state, sweep, launcher_pid)
                 for job in cell]
     finally:

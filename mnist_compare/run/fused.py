@@ -53,7 +53,7 @@ def fusable(cfg: DictConfig) -> bool:
         and set(trainer) <= TRAINER_KEYS
         and str(trainer.get("_target_")) in ("pytorch_lightning.Trainer", "lightning.pytorch.Trainer")
         and str(trainer.get("precision")) in ("32-true", "32")
-        and trainer.get("accelerator") in ("cpu", "auto") and str(trainer.get("devices")) in ("1", "auto")
+        and on_the_cpu(trainer.get("accelerator")) and str(trainer.get("devices")) in ("1", "auto")
         and trainer.get("check_val_every_n_epoch", 1) == 1 and not trainer.get("enable_checkpointing")
         and isinstance(trainer.get("max_epochs"), int) and trainer.max_epochs >= 1
         and model.get("_target_") == "mnist_compare.models.CompareModule" and not model.get("scheduler")
@@ -62,26 +62,44 @@ def fusable(cfg: DictConfig) -> bool:
         and not data.get("val_pairs") and data.get("augment") is None
         and not any((cfg.get("callbacks") or {}).values())
         and cfg.get("threads") == 1
-        and (cfg.get("checkpoint_after_s") is None or cfg.checkpoint_after_s >= 60)  # a cell takes < 30 s
+        # a cell saves no last.ckpt: only where its runs would not save one early either
+        and (cfg.get("checkpoint_after_s") is None or cfg.checkpoint_after_s >= 60)
         and (not cfg.get("logger") or str(cfg.logger.get("_target_")).endswith("TensorBoardLogger"))
     )
+
+
+def on_the_cpu(accelerator: object) -> bool:
+    """Where a solo run of this setting trains on the CPU (`auto`: Lightning's own choice)."""
+    if accelerator == "auto":
+        from lightning_fabric.utilities.device_parser import _select_auto_accelerator
+
+        return _select_auto_accelerator() == "cpu"
+    return accelerator == "cpu"
+
+
+def plain_mlps(cfg: DictConfig) -> bool:
+    """Whether the run's pipe and classifier are Flatten/Linear/ReLU stacks, the layers a cell
+    batches (built once, without weights that matter: the seed is not set here)."""
+    try:
+        return all(stacked([instantiate(part)]) is not None for part in (cfg.model.pipe, cfg.model.classifier))
+    except Exception:  # the run itself will say what is wrong with it
+        return False
 
 
 def train_cell(cfgs: list[DictConfig], sweep_dir: Path) -> None:
     """Train the cell's unfinished seeds together into `TRAINED`; leave it empty where they
     must train alone (fewer than two, a layer that is not batched exactly, a failure)."""
     TRAINED.clear()
-    done = finished_runs(sweep_dir) if sweep_dir.is_dir() else {}
-    todo = [(rid, cfg) for cfg in cfgs if (rid := run_id(identity_config(cfg))) not in done]
-    if len(todo) < 2 or not all(fusable(cfg) for _, cfg in todo) or \
-            len({group_id(identity_config(cfg)) for _, cfg in todo}) > 1 or \
-            (cfgs[0].trainer.accelerator == "auto" and torch.cuda.is_available()):  # solo runs would use the GPU
-        return
     try:
+        done = finished_runs(sweep_dir) if sweep_dir.is_dir() else {}
+        todo = [(rid, cfg) for cfg in cfgs if (rid := run_id(identity_config(cfg))) not in done]
+        if len(todo) < 2 or not all(fusable(cfg) for _, cfg in todo) or \
+                len({group_id(identity_config(cfg)) for _, cfg in todo}) > 1:
+            return
         measured = _train([cfg for _, cfg in todo])
     except Exception as e:  # each seed trains alone instead, and meets the same error there if it is its own
         log.warning("seeds %s trained one by one: batching them failed (%s: %s)",
-                    ",".join(str(cfg.seed) for _, cfg in todo), type(e).__name__, e)
+                    ",".join(str(cfg.seed) for cfg in cfgs), type(e).__name__, e)
         return
     if measured is not None:
         TRAINED.update((rid, m) for (rid, _), m in zip(todo, measured, strict=True))
@@ -154,26 +172,54 @@ def _stack(batches: tuple[tuple[torch.Tensor, ...], ...]) -> tuple[torch.Tensor,
     return tuple(torch.stack(parts) for parts in zip(*batches, strict=True))
 
 
+def _optimizer(module: CompareModule, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    """The run's own optimiser (class and settings, as `configure_optimizers` makes it) over `params`."""
+    own = module.configure_optimizers()
+    return type(own)(params, **own.defaults)
+
+
+def _same_step(net: StackedPairNet, modules: list[CompareModule], grads: list[torch.Tensor | None]) -> bool:
+    """One optimiser step on copies of the stacked weights, with the batched gradients, against
+    each seed's own step on its own weights: elementwise kernels treat a tensor's tail apart
+    from its vectorised body, and stacking moves each seed's values within the tensor."""
+    stacked_copy = [p.detach().clone().requires_grad_() for p in net.parameters()]
+    for p, g in zip(stacked_copy, grads, strict=True):
+        p.grad = None if g is None else g.clone()
+    _optimizer(modules[0], stacked_copy).step()
+    for i, module in enumerate(modules):
+        own = [p.detach().clone().requires_grad_() for p in _in_stack_order(module)]
+        for p, g in zip(own, grads, strict=True):
+            p.grad = None if g is None else g[i].clone()
+        _optimizer(module, own).step()
+        if not all(torch.equal(a[i], b) for a, b in zip(stacked_copy, own, strict=True)):
+            return False
+    return True
+
+
 def _same_as_alone(net: StackedPairNet, modules: list[CompareModule], data: list[Any], w: float,
                    smoothing: float) -> bool:
-    """Each seed's outputs and gradients, batched and alone, bit for bit, at every batch size the
-    cell will use (the products' kernels, hence their sums' order, depend on the shapes only)."""
+    """Each seed's outputs, loss, gradients and first optimiser step, batched and alone, bit for
+    bit, at every batch size the cell will use (the products' kernels, hence their sums' order,
+    depend on the shapes only)."""
     params = net.parameters()
     for stage, size in _batch_sizes(data[0]):
         x, y, c = _stack(tuple(tuple(t[:size] for t in dm.splits[stage]) for dm in data))
         outputs = net(x)
-        loss = sum(mixed_loss((outputs[0][i], outputs[1][i], outputs[2][i]), y[i], c[i], w, smoothing)
-                   for i in range(len(modules)))
-        grads = torch.autograd.grad(loss, params, allow_unused=True)  # aux=1: the classifier gets none
+        losses = [mixed_loss((outputs[0][i], outputs[1][i], outputs[2][i]), y[i], c[i], w, smoothing)
+                  for i in range(len(modules))]
+        grads = torch.autograd.grad(sum(losses), params, allow_unused=True)  # aux=1: the classifier gets none
         for i, module in enumerate(modules):
             alone = module.net(x[i])
+            loss = mixed_loss(alone, y[i], c[i], w, smoothing)
             mine = [None if g is None else g[i] for g in grads]
-            theirs = torch.autograd.grad(mixed_loss(alone, y[i], c[i], w, smoothing), _in_stack_order(module),
-                                         allow_unused=True)
-            if not all(torch.equal(o[i], a) for o, a in zip(outputs, alone, strict=True)) or \
+            theirs = torch.autograd.grad(loss, _in_stack_order(module), allow_unused=True)
+            if not torch.equal(losses[i], loss) or \
+                    not all(torch.equal(o[i], a) for o, a in zip(outputs, alone, strict=True)) or \
                     not all(a is b or (a is not None and b is not None and torch.equal(a, b))
                             for a, b in zip(mine, theirs, strict=True)):
                 return False
+        if stage == "train" and not _same_step(net, modules, list(grads)):
+            return False
     return True
 
 
@@ -192,7 +238,7 @@ def _in_stack_order(module: CompareModule) -> list[nn.Parameter]:
 
 def _train(cfgs: list[DictConfig]) -> list[dict[str, Any]] | None:
     """`fit`'s training for several seeds at once: each seed's module and data module built as
-    `fit` builds them, the same batches in the same order, one Adam over the stacked weights
+    `fit` builds them, the same batches in the same order, the run's Adam over the stacked weights
     (elementwise: each seed's slice moves as its own would), losses and counts per seed."""
     keep_freed_memory()
     skip_nvml_probe()
@@ -214,8 +260,7 @@ def _train(cfgs: list[DictConfig]) -> list[dict[str, Any]] | None:
         log.info("seeds %s trained one by one: their batched layers do not repeat the solo ones here",
                  ",".join(str(cfg.seed) for cfg in cfgs))
         return None
-    optimizer = modules[0].configure_optimizers()
-    optimizer = type(optimizer)(net.parameters(), **optimizer.defaults)
+    optimizer = _optimizer(modules[0], net.parameters())
     train = [dm.train_dataloader() for dm in data]
     evaluated = [dm.val_dataloader() for dm in data]
     seeds = range(len(cfgs))

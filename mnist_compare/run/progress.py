@@ -18,6 +18,7 @@ from mnist_compare.results import FAILURE, METRICS
 
 ENV = "MNIST_COMPARE_SWEEP"
 WINDOW = 10  # jobs whose pace the ETA assumes for the rest
+SPAN_S = 60.0  # and at least this long: a batched cell's results land together (run/fused.py)
 
 
 def announce(total: int, already: int) -> None:
@@ -28,7 +29,8 @@ def line(sweep_dir: Path) -> str:
     """`[37/120 done, 1 failed, ETA 6 min]`, or "" outside a sweep.
 
     The ETA runs at the pace of the last `WINDOW` jobs of this launch (their result files'
-    times), not of the whole sweep: a sweep's jobs come in order, so the 40 ConvNet runs that
+    times), or of the last `SPAN_S` seconds where those jobs ended within them (a batched cell's
+    ten results come at once), not of the whole sweep: a sweep's jobs come in order, so the 40 ConvNet runs that
     end the Table-1 sweep take about 9x as long per run as the 80 MLP runs before them, and an
     average over all finished jobs would promise the end minutes too early. Until `WINDOW` jobs
     have ended (or where the file server's clock disagrees with this one) it uses the average
@@ -46,7 +48,8 @@ def line(sweep_dir: Path) -> str:
     finished = sorted(t for t in (_mtime(p) for p in [*results, *failures]) if t >= start)
     new = done + len(failures) - sweep["already"]
     if left and len(finished) > WINDOW and now > finished[-WINDOW - 1]:
-        per_job = (now - finished[-WINDOW - 1]) / WINDOW
+        since = max(start, min(finished[-WINDOW - 1], now - SPAN_S))
+        per_job = (now - since) / max(1, sum(t > since for t in finished))
     elif left and new > 0:  # few jobs so far, or file times from a clock that disagrees with ours
         per_job = (now - start) / new
     else:

@@ -20,11 +20,12 @@ log = logging.getLogger("mnist_compare")
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 
 
-def start_clean(cfg: DictConfig, out_dir: Path) -> logging.Handler:
+def start_clean(cfg: DictConfig, out_dir: Path, trains: bool = True) -> logging.Handler:
     """A (re)started job begins with an empty log: what an unfinished attempt left (TensorBoard
     events, checkpoints, a failure record) would overlap the new one. Hydra's own record of the
-    job (`.hydra/`) is written here, by a job that trains, so finished jobs are never touched."""
-    if cluster.resumable(cfg, out_dir):  # it continues from its last.ckpt, which rewrites its log
+    job (`.hydra/`) is written here, by a job that trains, so finished jobs are never touched.
+    `trains=False`: the job writes what its seed measured in a batched cell, from the start."""
+    if trains and cluster.resumable(cfg, out_dir):  # it continues from its last.ckpt, which rewrites its log
         shutil.rmtree(out_dir / ".hydra", ignore_errors=True)
         (out_dir / FAILURE).unlink(missing_ok=True)
     else:
