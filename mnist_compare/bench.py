@@ -48,7 +48,7 @@ from mnist_compare.run import fused, progress
 from mnist_compare.run.allocator import keep_freed_memory
 from mnist_compare.run.cuda_probe import skip_nvml_probe
 from mnist_compare.run.fit import fit, replay
-from mnist_compare.run.fused import fusable
+from mnist_compare.run.fused import fusable, plain_mlps
 from mnist_compare.run.identity import identity_config, run_id
 
 
@@ -161,7 +161,7 @@ def bench_runs(args: argparse.Namespace) -> None:
             generate_pair_sets(cfg.data.n_pairs, 0, cfg.data.data_dir)  # data preparation is not timed
             cell = [compose("train", [f"arch={arch}", "ws=true", "aux=0.5", f"seed={seed}",
                                       f"trainer.max_epochs={args.epochs}", f"threads={args.threads}"])
-                    for seed in range(args.seeds)] if args.seeds > 1 and fusable(cfg) else []
+                    for seed in range(args.seeds)] if args.seeds > 1 and fusable(cfg) and plain_mlps(cfg) else []
             paths = ("lightning", "raw", "batched") if cell else ("lightning", "raw")
             times: dict[str, list[float]] = {path: [] for path in paths}
             accs: dict[str, float] = {}

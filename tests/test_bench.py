@@ -101,3 +101,15 @@ def test_layer_benchmark_refuses_a_pipe_without_convolutions(capsys, keep_thread
     with pytest.raises(SystemExit) as stop:
         bench.bench_layers(argparse.Namespace(repeats=1, threads=1, overrides=["arch=shallow"]))
     assert stop.value.code == 2 and "no convolution" in capsys.readouterr().err
+
+
+def test_run_benchmark_times_the_batched_cell_of_an_mlp_only(capsys, monkeypatch, keep_threads, mnist_dir):
+    """A sweep's MLP runs train in batched cells, its ConvNet runs alone: `bench runs` times each
+    architecture's runs the way a sweep trains them."""
+    monkeypatch.setattr(bench, "matmul_gflops", lambda: 100.0)
+    bench.bench_runs(argparse.Namespace(arch=["conv", "shallow"], repeats=1, epochs=1, threads=1, seeds=2,
+                                        peak_gflops_per_core=83.0))
+    out = capsys.readouterr().out
+    assert out.count("in a sweep, 2 seeds batched") == 1
+    shallow = out[out.index("shallow"):]
+    assert "in a sweep, 2 seeds batched" in shallow and "ratio to the raw loop" in shallow

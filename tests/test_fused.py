@@ -20,7 +20,7 @@ from mnist_compare.run.fit import fit
 from mnist_compare.run.identity import identity_config, run_id
 
 
-def configs(*overrides: str, seeds: range = range(3), epochs: int = 3) -> list:
+def configs(*overrides: str, seeds: range = range(3), epochs: int = 2) -> list:
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         return [compose("train", [*overrides, f"seed={s}", f"trainer.max_epochs={epochs}"]) for s in seeds]
 
@@ -131,7 +131,7 @@ def records(sweep: Path) -> dict[str, tuple]:
 
 
 def test_a_sweep_with_batched_cells_writes_the_records_of_one_without(tmp_path, mnist_dir):
-    sweep = ["-m", "arch=shallow", "ws=true,false", "aux=0,0.5", "seed=range(4)", "trainer.max_epochs=2",
+    sweep = ["-m", "arch=shallow", "ws=true,false", "aux=0,0.5", "seed=range(4)", "trainer.max_epochs=1",
              "hydra.launcher.n_jobs=2"]
     (tmp_path / "batched").mkdir()  # the default sweep folder, multirun/${now:...}, as a user's
     batched = train(*sweep, cwd=tmp_path / "batched")
@@ -152,5 +152,5 @@ def test_the_launcher_batches_plain_mlp_cells_only_and_keeps_the_jobs_order():
     jobs.append((len(jobs), [], None))  # a job the check did not compose (Optuna's)
     tasks = seed_cells(jobs, {"n_jobs": 2})
     assert [[j[0] for j in task] for task in tasks] == [list(range(10)), *([i] for i in range(10, 25))]
-    assert [len(t) for t in seed_cells(jobs[:10], {"n_jobs": 2})] == [3, 3, 3, 1]  # two tasks per worker
+    assert [len(t) for t in seed_cells(jobs[:10], {"n_jobs": 2})] == [2, 3, 2, 3]  # two tasks per worker
     assert [len(t) for t in seed_cells(jobs[:3], {"n_jobs": 2})] == [1, 1, 1]

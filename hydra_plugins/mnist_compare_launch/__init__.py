@@ -11,6 +11,8 @@ composing it there. A job the check did not compose (another sweeper's, e.g. Opt
 composed as before. The launcher's worker processes are started by the check itself
 (`plugins.start_workers`), so that their imports (about 5 s) overlap it rather than follow it,
 and are killed once the sweep's results are in (`stop_workers`), not left to shut down one by one.
+The jobs of an MLP cell (seeds apart) go to one worker together, which trains their seeds as
+one batched model before running each job (`plugins.seed_cells`, `mnist_compare/run/fused.py`).
 Before each job a worker freezes what it holds out of Python's cyclic collector
 (`plugins.keep_collections_short`), so loky's collection after each job stays short, and a
 Ctrl-C caught in a finalizer there stops the job (`plugins.between_tasks`).

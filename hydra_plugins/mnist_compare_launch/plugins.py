@@ -131,7 +131,8 @@ class CheckedSweeper(BasicSweeper):
 
 class ParallelLauncher(JoblibLauncher):
     """Hydra's joblib launcher (same settings, same parallel processes); each job is sent with
-    the config the pre-launch check composed, when there is one."""
+    the config the pre-launch check composed, when there is one, and the jobs of an MLP cell
+    (seeds apart) are sent together, to be trained as one batched model (`seed_cells`)."""
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from joblib import Parallel, delayed
@@ -157,7 +158,8 @@ class ParallelLauncher(JoblibLauncher):
         tasks = seed_cells(jobs, joblib_cfg)
         context = (self.hydra_context, self.config, self.task_function, state, sweep, os.getpid())
         runs = Parallel(**joblib_cfg)(
-            delayed(execute_job)(*task[0], *context) if len(task) == 1 else delayed(execute_cell)(task, *context)
+            delayed(execute_job)(*task[0], *context) if len(task) == 1 else
+            delayed(execute_cell)(task, sweep_dir, *context)
             for task in tasks
         )
         assert isinstance(runs, list)
@@ -185,7 +187,10 @@ def seed_cells(jobs: list[Job], joblib_cfg: dict[str, Any]) -> list[list[Job]]:
     order: list[str | Job] = []  # a group's key where its first job was, or a job of its own
     for job in jobs:
         cfg = job[2]
-        key = group_id(identity_config(cfg)) if cfg is not None and fusable(cfg) else None
+        try:
+            key = group_id(identity_config(cfg)) if cfg is not None and fusable(cfg) else None
+        except Exception:  # a setting `fusable` cannot read: the job trains alone, and says what is wrong
+            key = None
         if key is not None and key not in batchable:
             batchable[key] = plain_mlps(cfg)  # type: ignore[arg-type]
         if key is None or not batchable[key]:
@@ -202,7 +207,8 @@ def seed_cells(jobs: list[Job], joblib_cfg: dict[str, Any]) -> list[list[Job]]:
     for item in order:
         if isinstance(item, str):
             group = groups[item]
-            tasks += [group[k : k + size] for k in range(0, len(group), size)]
+            parts = -(-len(group) // size)  # as many cells as `size` needs, of near-equal sizes, in order
+            tasks += [group[len(group) * k // parts : len(group) * (k + 1) // parts] for k in range(parts)]
         else:
             tasks.append([item])
     return tasks
@@ -216,18 +222,17 @@ def sweep_statement() -> dict[str, str]:
     return {ENV: os.environ[ENV]} if ENV in os.environ else {}
 
 
-def execute_cell(cell: list[Job], hydra_context: HydraContext, config: DictConfig, task_function: TaskFunction,
-                 singleton_state: dict[Any, Any], sweep: dict[str, str], launcher_pid: int) -> list[JobReturn]:
+def execute_cell(cell: list[Job], sweep_dir: Path, hydra_context: HydraContext, config: DictConfig,
+                 task_function: TaskFunction, singleton_state: dict[Any, Any], sweep: dict[str, str],
+                 launcher_pid: int) -> list[JobReturn]:
     """In the worker: the cell's seeds trained together, then each job as `execute_job`, which
     writes the record of what its seed measured."""
     from mnist_compare.run.fused import TRAINED, train_cell
 
     if os.getpid() != launcher_pid:
         between_tasks()
-    setup_globals()  # Hydra's resolvers: the sweep folder may be `multirun/${now:...}`
     try:
-        configs = [cfg for _, _, cfg in cell if cfg is not None]
-        train_cell(configs, Path(str(configs[0].hydra.sweep.dir)))
+        train_cell([cfg for _, _, cfg in cell if cfg is not None], sweep_dir)
         return [execute_job(*job, hydra_context, config, task_function, singleton_state, sweep, launcher_pid)
                 for job in cell]
     finally:

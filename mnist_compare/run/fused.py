@@ -13,6 +13,7 @@ batched layers give each seed's outputs and gradients bit for bit; otherwise its
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -33,6 +34,7 @@ from mnist_compare.run.cuda_probe import skip_nvml_probe
 from mnist_compare.run.identity import finished_runs, group_id, identity_config, run_id
 
 log = logging.getLogger("mnist_compare")
+STEPS = 3  # optimiser steps the check compares
 MAX_SEEDS = 10  # per cell: more would leave a worker idle at the end of a sweep for little gain
 # trainer settings a batched cell repeats; any other (fast_dev_run, limits, clipping, ...) trains alone
 TRAINER_KEYS = {"_target_", "max_epochs", "accelerator", "devices", "precision", "check_val_every_n_epoch",
@@ -68,6 +70,7 @@ def fusable(cfg: DictConfig) -> bool:
     )
 
 
+@functools.cache
 def on_the_cpu(accelerator: object) -> bool:
     """Where a solo run of this setting trains on the CPU (`auto`: Lightning's own choice)."""
     if accelerator == "auto":
@@ -179,26 +182,32 @@ def _optimizer(module: CompareModule, params: list[nn.Parameter]) -> torch.optim
 
 
 def _same_step(net: StackedPairNet, modules: list[CompareModule], grads: list[torch.Tensor | None]) -> bool:
-    """One optimiser step on copies of the stacked weights, with the batched gradients, against
-    each seed's own step on its own weights: elementwise kernels treat a tensor's tail apart
-    from its vectorised body, and stacking moves each seed's values within the tensor."""
+    """`STEPS` optimiser steps on copies of the stacked weights, with the batched gradients,
+    against each seed's own steps on its own weights: elementwise kernels treat a tensor's tail
+    apart from its vectorised body, and stacking moves each seed's values within the tensor (the
+    first step adds to zero moments; the later ones do not)."""
     stacked_copy = [p.detach().clone().requires_grad_() for p in net.parameters()]
     for p, g in zip(stacked_copy, grads, strict=True):
         p.grad = None if g is None else g.clone()
-    _optimizer(modules[0], stacked_copy).step()
+    batched = _optimizer(modules[0], stacked_copy)
+    singles = []
     for i, module in enumerate(modules):
         own = [p.detach().clone().requires_grad_() for p in _in_stack_order(module)]
         for p, g in zip(own, grads, strict=True):
             p.grad = None if g is None else g[i].clone()
-        _optimizer(module, own).step()
-        if not all(torch.equal(a[i], b) for a, b in zip(stacked_copy, own, strict=True)):
-            return False
+        singles.append((own, _optimizer(module, own)))
+    for _ in range(STEPS):
+        batched.step()
+        for i, (own, optimizer) in enumerate(singles):
+            optimizer.step()
+            if not all(torch.equal(a[i], b) for a, b in zip(stacked_copy, own, strict=True)):
+                return False
     return True
 
 
 def _same_as_alone(net: StackedPairNet, modules: list[CompareModule], data: list[Any], w: float,
                    smoothing: float) -> bool:
-    """Each seed's outputs, loss, gradients and first optimiser step, batched and alone, bit for
+    """Each seed's outputs, loss, gradients and first optimiser steps, batched and alone, bit for
     bit, at every batch size the cell will use (the products' kernels, hence their sums' order,
     depend on the shapes only)."""
     params = net.parameters()

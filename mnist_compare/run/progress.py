@@ -29,10 +29,11 @@ def line(sweep_dir: Path) -> str:
     """`[37/120 done, 1 failed, ETA 6 min]`, or "" outside a sweep.
 
     The ETA runs at the pace of the last `WINDOW` jobs of this launch (their result files'
-    times), or of the last `SPAN_S` seconds where those jobs ended within them (a batched cell's
-    ten results come at once), not of the whole sweep: a sweep's jobs come in order, so the 40 ConvNet runs that
-    end the Table-1 sweep take about 9x as long per run as the 80 MLP runs before them, and an
-    average over all finished jobs would promise the end minutes too early. Until `WINDOW` jobs
+    times), or of the last `SPAN_S` seconds where those jobs all ended within them (a batched
+    cell's ten results come at once), not of the whole sweep: a sweep's jobs come in order, so
+    the 40 ConvNet runs that end the Table-1 sweep take about 9x as long per run as the 80 MLP
+    runs before them, and an average over all finished jobs would promise the end minutes too
+    early. Until `WINDOW` jobs
     have ended (or where the file server's clock disagrees with this one) it uses the average
     since the launch."""
     try:
