@@ -13,8 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # The files that take longest, longest first (`pytest --durations=0` summed per file): each runs
 # whole on one of the two workers (`--dist loadfile`), so starting them first lets both workers
 # end together rather than one running the SLURM tests alone at the end.
-SLOWEST_FIRST = ("test_slurm.py", "test_train.py", "test_resume.py", "test_extending.py", "test_bad_input.py",
-                 "test_collect.py", "test_install.py")
+SLOWEST_FIRST = ("test_slurm.py", "test_train.py", "test_resume.py", "test_extending.py", "test_fused.py",
+                 "test_bad_input.py", "test_collect.py", "test_install.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
