@@ -119,6 +119,13 @@ def composed_by_check() -> dict[tuple[str, ...], DictConfig]:
     return COMPOSED
 
 
+def group_ids_by_check() -> dict[tuple[str, ...], str]:
+    """Job overrides -> the group_id of its run, as the pre-launch check found it."""
+    from mnist_compare.run.preflight import GROUP_IDS
+
+    return GROUP_IDS
+
+
 class CheckedSweeper(BasicSweeper):
     """Hydra's basic sweeper; a job the pre-launch check has composed is not composed again."""
 
@@ -155,7 +162,7 @@ class ParallelLauncher(JoblibLauncher):
         sweep = sweep_statement()
         jobs = [(initial_job_idx + idx, overrides, composed.get(tuple(overrides)))
                 for idx, overrides in enumerate(job_overrides)]
-        tasks = seed_cells(jobs, joblib_cfg)
+        tasks = seed_cells(jobs, joblib_cfg, group_ids_by_check())
         context = (self.hydra_context, self.config, self.task_function, state, sweep, os.getpid())
         runs = Parallel(**joblib_cfg)(
             delayed(execute_job)(*task[0], *context) if len(task) == 1 else
@@ -172,11 +179,13 @@ class ParallelLauncher(JoblibLauncher):
 Job = tuple[int, Sequence[str], DictConfig | None]
 
 
-def seed_cells(jobs: list[Job], joblib_cfg: dict[str, Any]) -> list[list[Job]]:
+def seed_cells(jobs: list[Job], joblib_cfg: dict[str, Any],
+               group_ids: dict[tuple[str, ...], str] | None = None) -> list[list[Job]]:
     """The jobs as tasks: the runs of an MLP cell that differ only by their seed go to one worker
     together, which trains them as one batched model (mnist_compare/run/fused.py); every other
     job is a task of its own, in the jobs' order. A cell holds `MAX_SEEDS` seeds at most, and
-    fewer where the sweep would otherwise have less than two tasks per worker."""
+    fewer where the sweep would otherwise have less than two tasks per worker. `group_ids`: the
+    runs' group_ids by job overrides, where the pre-launch check has them (else computed here)."""
     from joblib import effective_n_jobs
 
     from mnist_compare.run.fused import MAX_SEEDS, fusable, plain_mlps
@@ -188,7 +197,8 @@ def seed_cells(jobs: list[Job], joblib_cfg: dict[str, Any]) -> list[list[Job]]:
     for job in jobs:
         cfg = job[2]
         try:
-            key = group_id(identity_config(cfg)) if cfg is not None and fusable(cfg) else None
+            key = None if cfg is None or not fusable(cfg) else \
+                (group_ids or {}).get(tuple(job[1])) or group_id(identity_config(cfg))
         except Exception:  # a setting `fusable` cannot read: the job trains alone, and says what is wrong
             key = None
         if key is not None and key not in batchable:

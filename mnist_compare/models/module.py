@@ -52,6 +52,32 @@ def counts(outputs: Outputs, target: torch.Tensor, classes: torch.Tensor) -> tor
     ))
 
 
+def train_sums(loss: torch.Tensor, outputs: Outputs, target: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """A training batch's loss x size, counts and size, kept as a tensor (no sync per step)."""
+    with torch.no_grad():
+        n = torch.tensor(float(target.numel()), device=loss.device)
+        return torch.cat(((loss * n).view(1), counts(outputs, target, classes), n.view(1)))
+
+
+def train_figures(sums: list[torch.Tensor]) -> dict[str, float]:
+    """An epoch's training figures from its batches' `train_sums`."""
+    loss, correct, digits, _, n = torch.stack(sums).sum(0).tolist()
+    return {"loss": loss / n, "acc": correct / n, "aux_acc": digits / (2 * n)}
+
+
+def add_eval_batch(sums: list[float], outputs: Outputs, target: torch.Tensor, classes: torch.Tensor) -> None:
+    """Add an evaluated batch's summed loss, counts and size to `sums` ([0.0, 0, 0, 0, 0] at first)."""
+    main = F.cross_entropy(outputs[0], target, reduction="sum")
+    correct, digits, rule = counts(outputs, target, classes).tolist()
+    for i, value in enumerate((main.item(), correct, digits, rule, target.numel())):
+        sums[i] += value
+
+
+def eval_figures(sums: list[float]) -> dict[str, float]:
+    loss, correct, digits, rule, n = sums
+    return {"loss": loss / n, "acc": correct / n, "aux_acc": digits / (2 * n), "rule_acc": rule / n}
+
+
 class CompareModule(pl.LightningModule):
     """Pipe/classifier configs, weight sharing and the auxiliary weight w in [0, 1].
 
@@ -98,17 +124,15 @@ class CompareModule(pl.LightningModule):
         x, target, classes = batch
         outputs = self.net(x)
         loss = mixed_loss(outputs, target, classes, self.aux_loss_weight, self.label_smoothing)
-        with torch.no_grad():
-            n = torch.tensor(float(target.numel()), device=loss.device)
-            self._train_sums.append(torch.cat(((loss * n).view(1), counts(outputs, target, classes), n.view(1))))
+        self._train_sums.append(train_sums(loss, outputs, target, classes))
         return loss
 
     def on_train_epoch_end(self) -> None:
-        loss, correct, digits, _, n = torch.stack(self._train_sums).sum(0).tolist()
+        figures = train_figures(self._train_sums)
         self._train_sums.clear()
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"non-finite training loss ({loss}) in epoch {self.current_epoch + 1}")
-        self._record("train", {"loss": loss / n, "acc": correct / n, "aux_acc": digits / (2 * n)})
+        if not math.isfinite(figures["loss"]):
+            raise FloatingPointError(f"non-finite training loss ({figures['loss']}) in epoch {self.current_epoch + 1}")
+        self._record("train", figures)
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int, dataloader_idx: int = 0) -> None:
         self._evaluate(self.trainer.datamodule.eval_stages[dataloader_idx], batch)
@@ -119,13 +143,7 @@ class CompareModule(pl.LightningModule):
 
     def _evaluate(self, stage: str, batch: tuple[torch.Tensor, ...]) -> None:
         x, target, classes = batch
-        outputs = self.net(x)
-        n = target.numel()
-        main = F.cross_entropy(outputs[0], target, reduction="sum")
-        correct, digits, rule = counts(outputs, target, classes).tolist()
-        sums = self._eval_sums.setdefault(stage, [0.0, 0, 0, 0, 0])
-        for i, value in enumerate((main.item(), correct, digits, rule, n)):
-            sums[i] += value
+        add_eval_batch(self._eval_sums.setdefault(stage, [0.0, 0, 0, 0, 0]), self.net(x), target, classes)
 
     def on_validation_epoch_start(self) -> None:
         self._eval_sums: dict[str, list[float]] = {}
@@ -133,16 +151,12 @@ class CompareModule(pl.LightningModule):
     on_test_epoch_start = on_validation_epoch_start
 
     def on_validation_epoch_end(self) -> None:
-        for stage, (loss, correct, digits, rule, n) in self._eval_sums.items():
-            self._record(stage, {
-                "loss": loss / n, "acc": correct / n, "aux_acc": digits / (2 * n), "rule_acc": rule / n
-            })
+        for stage, sums in self._eval_sums.items():
+            self._record(stage, eval_figures(sums))
 
     def on_test_epoch_end(self) -> None:
-        for stage, (loss, correct, digits, rule, n) in self._eval_sums.items():
-            self.final[stage] = {
-                "loss": loss / n, "acc": correct / n, "aux_acc": digits / (2 * n), "rule_acc": rule / n
-            }
+        for stage, sums in self._eval_sums.items():
+            self.final[stage] = eval_figures(sums)
 
     def _record(self, stage: str, values: dict[str, float]) -> None:
         """Keep the epoch's figures in `history` and send them straight to the logger, per epoch

@@ -35,13 +35,18 @@ def quiet_lightning() -> None:
 def build_trainer(cfg: DictConfig, out_dir: Path | None) -> tuple[pl.Trainer, list[pl.Callback]]:
     """The Trainer with the config's logger and callbacks; checkpointing is switched on exactly
     when a checkpoint callback asks for it (Lightning refuses the pair otherwise)."""
-    logger = instantiate(cfg.logger, save_dir=str(out_dir)) if cfg.get("logger") and out_dir else False
+    logger = build_logger(cfg, out_dir) if out_dir else None
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     checkpointing = any(isinstance(c, ModelCheckpoint) for c in callbacks) or bool(
         cfg.trainer.get("enable_checkpointing"))
-    trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks, enable_checkpointing=checkpointing,
+    trainer = instantiate(cfg.trainer, logger=logger or False, callbacks=callbacks, enable_checkpointing=checkpointing,
                           default_root_dir=str(out_dir) if out_dir else None)
     return trainer, callbacks
+
+
+def build_logger(cfg: DictConfig, out_dir: Path) -> Any:
+    """The config's logger writing into the run's folder, or None (`logger=null`)."""
+    return instantiate(cfg.logger, save_dir=str(out_dir)) if cfg.get("logger") else None
 
 
 def fit(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
@@ -78,14 +83,9 @@ def fit(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             delivered = int(torch.load(ckpt, map_location="cpu", weights_only=True)["epoch"]) + 1
             selection = f"checkpoint with {chooser.mode} {chooser.monitor}"
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
-    record = {
-        "n_params": sum(p.numel() for p in model.parameters()),
-        **measured_record(cfg, model.history, model.final, epochs, delivered, selection, train_time),
-        # where it trained: Lightning's teardown has moved the module back to the CPU by now
-        "device": str(trainer.strategy.root_device),
-        "threads": torch.get_num_threads(),
-        "machine": platform.processor() or platform.machine(),
-    }
+    # where it trained: Lightning's teardown has moved the module back to the CPU by now
+    record = measured_record(cfg, sum(p.numel() for p in model.parameters()), model.history, model.final, epochs,
+                             delivered, selection, train_time, str(trainer.strategy.root_device))
     close_log(trainer.logger, cfg, record, model.final, delivered)
     return record
 
@@ -93,7 +93,7 @@ def fit(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
 def replay(cfg: DictConfig, out_dir: Path, trained: dict[str, Any]) -> dict[str, Any]:
     """What `fit` returns and logs, for a seed trained with its cell (`run/fused.py`): the
     logger gets the same figures in the same order, after the cell's training rather than during it."""
-    logger = instantiate(cfg.logger, save_dir=str(out_dir)) if cfg.get("logger") else None
+    logger = build_logger(cfg, out_dir)
     history = trained["history"]
     epochs = len(history["train/loss"])
     if logger is not None:
@@ -105,20 +105,17 @@ def replay(cfg: DictConfig, out_dir: Path, trained: dict[str, Any]) -> dict[str,
                 logger.log_metrics({k: v[epoch] for k, v in history.items() if k.startswith(f"{stage}/")},
                                    step=epoch + 1)
         logger.finalize("success")  # as Lightning does when a fit ends
-    record = {
-        "n_params": trained["n_params"],
-        **measured_record(cfg, history, {}, epochs, epochs, "last epoch", trained["train_time_s"]),
-        "device": "cpu",
-        "threads": torch.get_num_threads(),
-        "machine": platform.processor() or platform.machine(),
-    }
+    record = measured_record(cfg, trained["n_params"], history, {}, epochs, epochs, "last epoch",
+                             trained["train_time_s"], "cpu")
     close_log(logger, cfg, record, {}, epochs)
     return record
 
 
-def measured_record(cfg: DictConfig, history: dict[str, list[float]], final: dict[str, dict[str, float]],
-                    epochs: int, delivered: int, selection: str, train_time: float) -> dict[str, Any]:
+def measured_record(cfg: DictConfig, n_params: int, history: dict[str, list[float]],
+                    final: dict[str, dict[str, float]], epochs: int, delivered: int, selection: str,
+                    train_time: float, device: str) -> dict[str, Any]:
     return {
+        "n_params": n_params,
         "max_epochs": 1 if cfg.trainer.get("fast_dev_run") else cfg.trainer.max_epochs,
         "epochs": epochs,
         "stopped_early": epochs < cfg.trainer.max_epochs and not cfg.trainer.get("fast_dev_run"),
@@ -126,6 +123,9 @@ def measured_record(cfg: DictConfig, history: dict[str, list[float]], final: dic
         "delivered_epoch": delivered,
         **figures(history, final),
         "train_time_s": round(train_time, 3),
+        "device": device,
+        "threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
     }
 
 

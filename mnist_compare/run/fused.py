@@ -23,12 +23,18 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
-from mnist_compare.models.module import CompareModule, counts, mixed_loss
+from mnist_compare.models.module import (
+    CompareModule,
+    add_eval_batch,
+    eval_figures,
+    mixed_loss,
+    train_figures,
+    train_sums,
+)
 from mnist_compare.run.allocator import keep_freed_memory
 from mnist_compare.run.cuda_probe import skip_nvml_probe
 from mnist_compare.run.identity import finished_runs, group_id, identity_config, run_id
@@ -95,9 +101,9 @@ def train_cell(cfgs: list[DictConfig], sweep_dir: Path) -> None:
     TRAINED.clear()
     try:
         done = finished_runs(sweep_dir) if sweep_dir.is_dir() else {}
-        todo = [(rid, cfg) for cfg in cfgs if (rid := run_id(identity_config(cfg))) not in done]
-        if len(todo) < 2 or not all(fusable(cfg) for _, cfg in todo) or \
-                len({group_id(identity_config(cfg)) for _, cfg in todo}) > 1:
+        identities = [identity_config(cfg) for cfg in cfgs]
+        todo = [(rid, cfg) for cfg, config in zip(cfgs, identities, strict=True) if (rid := run_id(config)) not in done]
+        if len(todo) < 2 or not all(fusable(cfg) for _, cfg in todo) or len(set(map(group_id, identities))) > 1:
             return
         measured = _train([cfg for _, cfg in todo])
     except Exception as e:  # each seed trains alone instead, and meets the same error there if it is its own
@@ -283,19 +289,17 @@ def _train(cfgs: list[DictConfig]) -> list[dict[str, Any]] | None:
             each = [(outputs[0][i], outputs[1][i], outputs[2][i]) for i in seeds]
             losses = [mixed_loss(o, y[i], c[i], w, smoothing) for i, o in enumerate(each)]
             sum(losses[1:], losses[0]).backward()  # each seed's loss gets the gradient 1, exactly
-            with torch.no_grad():
-                for i, o in enumerate(each):
-                    n = torch.tensor(float(y[i].numel()))
-                    sums[i].append(torch.cat(((losses[i] * n).view(1), counts(o, y[i], c[i]), n.view(1))))
+            for i, o in enumerate(each):
+                sums[i].append(train_sums(losses[i], o, y[i], c[i]))
             optimizer.step()
         # the order of a solo run's records: its evaluation ends before its training epoch does
         for k, stage in enumerate(data[0].eval_stages):
             _evaluate(net, [loaders[k] for loaders in evaluated], stage, histories)
         for i in seeds:
-            loss, correct, digits, _, n = torch.stack(sums[i]).sum(0).tolist()
-            if not math.isfinite(loss):  # the seed's own run fails with its own error
+            figures = train_figures(sums[i])
+            if not math.isfinite(figures["loss"]):  # the seed's own run fails with its own error
                 raise FloatingPointError(f"seed {cfgs[i].seed}: non-finite training loss in epoch {epoch + 1}")
-            for key, value in (("loss", loss / n), ("acc", correct / n), ("aux_acc", digits / (2 * n))):
+            for key, value in figures.items():
                 histories[i][f"train/{key}"].append(value)
     share = (time.perf_counter() - started) / len(cfgs)
     n_params = sum(p.numel() for p in modules[0].parameters())
@@ -306,18 +310,13 @@ def _train(cfgs: list[DictConfig]) -> list[dict[str, Any]] | None:
 
 def _evaluate(net: StackedPairNet, loaders: list[Any], stage: str, histories: list[dict[str, list[float]]]) -> None:
     """`CompareModule._evaluate` for every seed: per batch, summed in the same order."""
-    sums = [[0.0, 0, 0, 0, 0] for _ in histories]
+    sums: list[list[float]] = [[0.0, 0, 0, 0, 0] for _ in histories]
     with torch.inference_mode():
         for batches in zip(*loaders, strict=True):
             x, y, c = _stack(batches)
             outputs = net(x)
             for i, s in enumerate(sums):
-                o = (outputs[0][i], outputs[1][i], outputs[2][i])
-                main = F.cross_entropy(o[0], y[i], reduction="sum")
-                correct, digits, rule = counts(o, y[i], c[i]).tolist()
-                for j, value in enumerate((main.item(), correct, digits, rule, y[i].numel())):
-                    s[j] += value
-    for history, (loss, correct, digits, rule, n) in zip(histories, sums, strict=True):
-        for key, value in (("loss", loss / n), ("acc", correct / n), ("aux_acc", digits / (2 * n)),
-                           ("rule_acc", rule / n)):
+                add_eval_batch(s, (outputs[0][i], outputs[1][i], outputs[2][i]), y[i], c[i])
+    for history, s in zip(histories, sums, strict=True):
+        for key, value in eval_figures(s).items():
             history[f"{stage}/{key}"].append(value)

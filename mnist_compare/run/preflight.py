@@ -29,7 +29,7 @@ from mnist_compare.errors import UserError
 from mnist_compare.run import cluster, progress
 from mnist_compare.run.compose import compose_jobs
 from mnist_compare.run.fit import build_trainer, quiet_lightning
-from mnist_compare.run.identity import finished_runs, identity_config, run_id, targets
+from mnist_compare.run.identity import finished_runs, group_id, identity_config, run_id, targets
 from mnist_compare.run.provenance import code_version, fingerprint, library_versions, source_hash
 
 # The settings the program reads at the top level; anything else (e.g. `+aux_weight=0.5`) is a slip.
@@ -40,6 +40,8 @@ LAUNCH: dict[str, Any] = {}  # mode, dir and job count of this process's launch,
 # job overrides -> its config as composed here, which hydra/sweeper=checked and hydra/launcher=parallel
 # use instead of composing it again (hydra_plugins/mnist_compare_launch)
 COMPOSED: dict[tuple[str, ...], DictConfig] = {}
+# job overrides -> its run's group_id (its identity without the seed), for the launcher's seed cells
+GROUP_IDS: dict[tuple[str, ...], str] = {}
 # the launcher whose workers start while the check runs (conf/hydra/launcher/parallel.yaml)
 PARALLEL_LAUNCHER = "hydra_plugins.mnist_compare_launch.plugins.ParallelLauncher"
 log = logging.getLogger("mnist_compare")
@@ -167,8 +169,8 @@ def job_overrides(config: DictConfig) -> tuple[list[list[str]], bool]:
     return [list(job) for job in jobs], True
 
 
-def check_job(cfg: DictConfig, built: set[str], prepared: set[str]) -> str:
-    """All checks of one job; returns its run_id."""
+def check_job(cfg: DictConfig, built: set[str], prepared: set[str]) -> dict[str, Any]:
+    """All checks of one job; returns its identity (`run_id` and `group_id` hash it)."""
     try:
         check_settings(cfg)
         identity = identity_config(cfg)
@@ -176,7 +178,7 @@ def check_job(cfg: DictConfig, built: set[str], prepared: set[str]) -> str:
         raise UserError(f"the config does not resolve: {str(e).splitlines()[0]}") from None
     dry_build(cfg, built)
     check_data(cfg, prepared)
-    return run_id(identity)
+    return identity
 
 
 def check_sweep_dir(sweep_dir: Path, jobs: dict[str, tuple[str, Path]]) -> int:
@@ -226,7 +228,7 @@ class Preflight(Callback):
             raise LaunchRefused(e) from e
 
     def _check_run(self, config: DictConfig) -> None:
-        rid = check_job(config, set(), set())
+        rid = run_id(check_job(config, set(), set()))
         out = Path(config.hydra.run.dir)
         LAUNCH.update(mode="run", dir=out, jobs=1)
         check_sweep_dir(out, {"this run": (rid, out)}) if out.is_dir() else None
@@ -235,6 +237,7 @@ class Preflight(Callback):
         built: set[str] = set()
         prepared: set[str] = set()
         COMPOSED.clear()
+        GROUP_IDS.clear()
         # read before any job is composed: this fixes `${now:...}` in the master config, whose
         # resolved values every composition copies, so each job (and the worker running it) sees this folder
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -258,9 +261,12 @@ class Preflight(Callback):
         for job, cfg in composed:
             label = " ".join(job)
             try:
-                rid = check_job(cfg, built, prepared)
+                identity = check_job(cfg, built, prepared)
             except UserError as e:
                 raise UserError(f"job `{label}`: {e}") from None
+            rid = run_id(identity)
+            if each_job:
+                GROUP_IDS[tuple(job)] = group_id(identity)
             if rid in seen:
                 raise UserError(f"jobs `{seen[rid]}` and `{label}` are the same run (same resolved config): "
                                 "list each value once")
