@@ -92,7 +92,8 @@ def run(cfg: DictConfig) -> float | None:
         cluster.job_finished(out_dir)
         best = f"; best epoch on test {record['best_test_acc']:.4f}, for comparison only" \
             if "best_test_acc" in record else ""
-        sweep = progress.line(Path(HydraConfig.get().sweep.dir)) if HydraConfig.get().mode == RunMode.MULTIRUN else ""
+        sweep = progress.line(Path(HydraConfig.get().sweep.dir), waiting=len(fused.TRAINED)) \
+            if HydraConfig.get().mode == RunMode.MULTIRUN else ""
         share = " (its share of the batch)" if trained else ""
         log.info("%s: test_acc %.4f (%s, epoch %d of %d%s) in %.1f s%s%s", job_label(cfg), record["test_acc"],
                  record["selection"], record["delivered_epoch"], record["epochs"], best, record["train_time_s"],

@@ -36,6 +36,9 @@ def trained(cfgs: list, sweep_dir: Path = Path("/nonexistent")) -> dict:
     ("arch=shallow", "ws=true", "aux=0.5"),
     ("arch=deep", "ws=false", "aux=0"),
     ("arch=deep", "ws=true", "aux=1"),  # the comparison loss weighted 0: its layers get no gradient
+    # bf16-mixed: Lightning's autocast around the step; the products and their gradients in bf16
+    ("arch=deep", "ws=true", "aux=0.5", "trainer.precision=bf16-mixed"),
+    ("arch=shallow", "ws=false", "aux=0", "trainer.precision=bf16-mixed"),
     # a user's own MLP and data settings: the check on its shapes, not a list of known ones
     ("arch=shallow", "ws=false", "aux=0.3", "arch.pipe.sizes=[196,64,32,10]", "data.batch_size=64",
      "data.shuffle=true", "data.normalize=true", "model.label_smoothing=0.1", "+model.optimizer.weight_decay=0.01"),
@@ -55,7 +58,7 @@ def test_each_seed_of_a_cell_repeats_its_solo_run(overrides, mnist_dir, tmp_path
 @pytest.mark.parametrize("overrides", [
     ("arch=conv",),  # not a Flatten/Linear/ReLU stack
     ("+arch.pipe.dropout=0.2",),
-    ("trainer.precision=bf16-mixed",),
+    ("trainer.precision=bf16-true",),  # weights in bf16: not what a cell computes
     ("threads=2",),
     ("data.val_pairs=200", "callbacks=best_on_val"),
     ("+trainer.gradient_clip_val=1.0",),

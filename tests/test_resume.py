@@ -247,6 +247,19 @@ def test_progress_eta_is_not_fooled_by_results_that_land_together(tmp_path, monk
     assert progress.line(tmp_path) == "  [40/60 done, 0 failed, ETA 20 s]"
 
 
+def test_progress_eta_counts_the_seeds_trained_with_a_job_as_ended(tmp_path, monkeypatch):
+    """The first record of a batched cell is written 80 s after the launch, its nine other seeds'
+    right after it: 80 s for ten runs, not for one."""
+    from mnist_compare.run import progress
+
+    monkeypatch.setattr(progress.time, "time", lambda: 1000.0)
+    progress.announce(total=80, already=0)
+    _result(tmp_path / "job0", "metrics.json", 1080.0)
+    monkeypatch.setattr(progress.time, "time", lambda: 1080.0)
+    assert progress.line(tmp_path, waiting=9) == "  [1/80 done, 0 failed, ETA 9 min]"  # 70 left at 8 s
+    assert progress.line(tmp_path) == "  [1/80 done, 0 failed, ETA 105 min]"  # a run alone: 79 at 80 s
+
+
 def test_progress_eta_survives_file_times_from_another_clock(tmp_path, monkeypatch):
     """On a cluster the result files are dated by the file server: never a negative ETA, and an
     estimate even when every file looks older than the launch."""

@@ -6,13 +6,15 @@ its products (docs/study.md, Performance): ten seeds stacked into one model shar
 The parallel launcher hands a cell's jobs (the same settings, seeds apart) to one worker, which
 trains them here before its jobs start; each job then writes its own record from what its seed
 measured (`fit.replay`), as it would have alone. Only what is known to repeat the solo run is
-batched: Flatten/Linear/ReLU stacks, Adam, fp32 on the CPU, no validation split, checkpoint or
-callback; every other run trains alone. Before training, a cell checks on its own data that its
-batched layers give each seed's outputs and gradients bit for bit; otherwise its seeds train alone.
+batched: Flatten/Linear/ReLU stacks, Adam, fp32 or bf16-mixed on the CPU, no validation split,
+checkpoint or callback; every other run trains alone. Before training, a cell checks on its own
+data that its batched layers give each seed's outputs and gradients bit for bit; otherwise its
+seeds train alone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -60,7 +62,7 @@ def fusable(cfg: DictConfig) -> bool:
         cfg.get("fuse_seeds", True) is True
         and set(trainer) <= TRAINER_KEYS
         and str(trainer.get("_target_")) in ("pytorch_lightning.Trainer", "lightning.pytorch.Trainer")
-        and str(trainer.get("precision")) in ("32-true", "32")
+        and str(trainer.get("precision")) in ("32-true", "32", "bf16-mixed")
         and on_the_cpu(trainer.get("accelerator")) and str(trainer.get("devices")) in ("1", "auto")
         and trainer.get("check_val_every_n_epoch", 1) == 1 and not trainer.get("enable_checkpointing")
         and isinstance(trainer.get("max_epochs"), int) and trainer.max_epochs >= 1
@@ -114,14 +116,27 @@ def train_cell(cfgs: list[DictConfig], sweep_dir: Path) -> None:
         TRAINED.update((rid, m) for (rid, _), m in zip(todo, measured, strict=True))
 
 
+def mixed_precision(cfg: DictConfig) -> contextlib.AbstractContextManager:
+    """What Lightning's `bf16-mixed` wraps a step's forward and loss in on the CPU; nothing for fp32."""
+    if str(cfg.trainer.get("precision")) == "bf16-mixed":
+        return torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False)
+    return contextlib.nullcontext()
+
+
 class BatchedLinear(torch.autograd.Function):
     """x [S, B, in] -> [S, B, out]; each seed's gradients by `F.linear`'s own formulas (autograd's
-    batched weight gradient differs in the last bits for layers of 2 or 10 outputs)."""
+    batched weight gradient differs in the last bits for layers of 2 or 10 outputs). Under
+    autocast, the layer's inputs are cast as autocast casts `F.linear`'s, and its gradients are
+    computed in that dtype, as the backward of the cast `F.linear` computes them."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if torch.is_autocast_enabled("cpu"):
+            dtype = torch.get_autocast_dtype("cpu")
+            x, w, b = x.to(dtype), w.to(dtype), b.to(dtype)
         ctx.save_for_backward(x, w)
-        return torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
+        with torch.autocast("cpu", enabled=False):
+            return torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -212,20 +227,22 @@ def _same_step(net: StackedPairNet, modules: list[CompareModule], grads: list[to
 
 
 def _same_as_alone(net: StackedPairNet, modules: list[CompareModule], data: list[Any], w: float,
-                   smoothing: float) -> bool:
+                   smoothing: float, amp: Any) -> bool:
     """Each seed's outputs, loss, gradients and first optimiser steps, batched and alone, bit for
     bit, at every batch size the cell will use (the products' kernels, hence their sums' order,
     depend on the shapes only)."""
     params = net.parameters()
     for stage, size in _batch_sizes(data[0]):
         x, y, c = _stack(tuple(tuple(t[:size] for t in dm.splits[stage]) for dm in data))
-        outputs = net(x)
-        losses = [mixed_loss((outputs[0][i], outputs[1][i], outputs[2][i]), y[i], c[i], w, smoothing)
-                  for i in range(len(modules))]
+        with amp():
+            outputs = net(x)
+            losses = [mixed_loss((outputs[0][i], outputs[1][i], outputs[2][i]), y[i], c[i], w, smoothing)
+                      for i in range(len(modules))]
         grads = torch.autograd.grad(sum(losses), params, allow_unused=True)  # aux=1: the classifier gets none
         for i, module in enumerate(modules):
-            alone = module.net(x[i])
-            loss = mixed_loss(alone, y[i], c[i], w, smoothing)
+            with amp():
+                alone = module.net(x[i])
+                loss = mixed_loss(alone, y[i], c[i], w, smoothing)
             mine = [None if g is None else g[i] for g in grads]
             theirs = torch.autograd.grad(loss, _in_stack_order(module), allow_unused=True)
             if not torch.equal(losses[i], loss) or \
@@ -271,7 +288,8 @@ def _train(cfgs: list[DictConfig]) -> list[dict[str, Any]] | None:
     for dm in data:
         dm.setup("fit")
     w, smoothing = modules[0].aux_loss_weight, modules[0].label_smoothing
-    if not _same_as_alone(net, modules, data, w, smoothing):
+    amp = functools.partial(mixed_precision, cfgs[0])  # a fresh context manager on each call
+    if not _same_as_alone(net, modules, data, w, smoothing, amp):
         log.info("seeds %s trained one by one: their batched layers do not repeat the solo ones here",
                  ",".join(str(cfg.seed) for cfg in cfgs))
         return None
@@ -285,16 +303,17 @@ def _train(cfgs: list[DictConfig]) -> list[dict[str, Any]] | None:
         for batches in zip(*train, strict=True):
             x, y, c = _stack(batches)
             optimizer.zero_grad()
-            outputs = net(x)
-            each = [(outputs[0][i], outputs[1][i], outputs[2][i]) for i in seeds]
-            losses = [mixed_loss(o, y[i], c[i], w, smoothing) for i, o in enumerate(each)]
+            with amp():  # as Lightning's training step: forward, loss and the step's sums
+                outputs = net(x)
+                each = [(outputs[0][i], outputs[1][i], outputs[2][i]) for i in seeds]
+                losses = [mixed_loss(o, y[i], c[i], w, smoothing) for i, o in enumerate(each)]
+                for i, o in enumerate(each):
+                    sums[i].append(train_sums(losses[i], o, y[i], c[i]))
             sum(losses[1:], losses[0]).backward()  # each seed's loss gets the gradient 1, exactly
-            for i, o in enumerate(each):
-                sums[i].append(train_sums(losses[i], o, y[i], c[i]))
             optimizer.step()
         # the order of a solo run's records: its evaluation ends before its training epoch does
         for k, stage in enumerate(data[0].eval_stages):
-            _evaluate(net, [loaders[k] for loaders in evaluated], stage, histories)
+            _evaluate(net, [loaders[k] for loaders in evaluated], stage, histories, amp)
         for i in seeds:
             figures = train_figures(sums[i])
             if not math.isfinite(figures["loss"]):  # the seed's own run fails with its own error
@@ -308,10 +327,11 @@ def _train(cfgs: list[DictConfig]) -> list[dict[str, Any]] | None:
             for h, m, dm in zip(histories, modules, data, strict=True)]
 
 
-def _evaluate(net: StackedPairNet, loaders: list[Any], stage: str, histories: list[dict[str, list[float]]]) -> None:
+def _evaluate(net: StackedPairNet, loaders: list[Any], stage: str, histories: list[dict[str, list[float]]],
+              amp: Any) -> None:
     """`CompareModule._evaluate` for every seed: per batch, summed in the same order."""
     sums: list[list[float]] = [[0.0, 0, 0, 0, 0] for _ in histories]
-    with torch.inference_mode():
+    with torch.inference_mode(), amp():
         for batches in zip(*loaders, strict=True):
             x, y, c = _stack(batches)
             outputs = net(x)

@@ -25,8 +25,12 @@ def announce(total: int, already: int) -> None:
     os.environ[ENV] = json.dumps({"total": total, "already": already, "start": time.time()})
 
 
-def line(sweep_dir: Path) -> str:
+def line(sweep_dir: Path, waiting: int = 0) -> str:
     """`[37/120 done, 1 failed, ETA 6 min]`, or "" outside a sweep.
+
+    `waiting`: runs this worker has trained with the job (a batched cell, run/fused.py) whose
+    records come next, within a second; the ETA counts them as ended now, or the first record
+    of a cell would see one run in the cell's whole time and promise the end ten times too late.
 
     The ETA runs at the pace of the last `WINDOW` jobs of this launch (their result files'
     times), or of the last `SPAN_S` seconds where those jobs all ended within them (a batched
@@ -44,10 +48,10 @@ def line(sweep_dir: Path) -> str:
     failures = [p for p in sweep_dir.glob(f"*/{FAILURE}") if not (p.parent / METRICS).exists()]
     done = len(results)
     total, start, now = sweep["total"], sweep["start"], time.time()
-    left = max(0, total - done - len(failures))
+    left = max(0, total - done - len(failures) - waiting)
     eta = ""
-    finished = sorted(t for t in (_mtime(p) for p in [*results, *failures]) if t >= start)
-    new = done + len(failures) - sweep["already"]
+    finished = sorted([*(t for t in (_mtime(p) for p in [*results, *failures]) if t >= start), *[now] * waiting])
+    new = done + len(failures) + waiting - sweep["already"]
     if left and len(finished) > WINDOW and now > finished[-WINDOW - 1]:
         since = max(start, min(finished[-WINDOW - 1], now - SPAN_S))
         per_job = (now - since) / max(1, sum(t > since for t in finished))
