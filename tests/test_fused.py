@@ -59,6 +59,7 @@ def test_each_seed_of_a_cell_repeats_its_solo_run(overrides, mnist_dir, tmp_path
     ("arch=conv",),  # not a Flatten/Linear/ReLU stack
     ("+arch.pipe.dropout=0.2",),
     ("trainer.precision=bf16-true",),  # weights in bf16: not what a cell computes
+    ("trainer.precision=16-mixed",),
     ("threads=2",),
     ("data.val_pairs=200", "callbacks=best_on_val"),
     ("+trainer.gradient_clip_val=1.0",),

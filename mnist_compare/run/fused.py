@@ -20,6 +20,7 @@ import logging
 import math
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from pytorch_lightning.plugins.precision import MixedPrecision
 from torch import nn
 
 from mnist_compare.models.module import (
@@ -117,31 +119,36 @@ def train_cell(cfgs: list[DictConfig], sweep_dir: Path) -> None:
 
 
 def mixed_precision(cfg: DictConfig) -> contextlib.AbstractContextManager:
-    """What Lightning's `bf16-mixed` wraps a step's forward and loss in on the CPU; nothing for fp32."""
+    """What the installed Lightning's `bf16-mixed` wraps a step's forward and loss in on the CPU
+    (its own context, so that the cell and its check follow Lightning); nothing for fp32."""
     if str(cfg.trainer.get("precision")) == "bf16-mixed":
-        return torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False)
+        return MixedPrecision("bf16-mixed", "cpu").forward_context()
     return contextlib.nullcontext()
+
+
+def compute_dtype(cfg: DictConfig) -> torch.dtype | None:
+    """The dtype autocast gives a linear layer's product under the run's precision, if any."""
+    return torch.bfloat16 if str(cfg.trainer.get("precision")) == "bf16-mixed" else None
 
 
 class BatchedLinear(torch.autograd.Function):
     """x [S, B, in] -> [S, B, out]; each seed's gradients by `F.linear`'s own formulas (autograd's
-    batched weight gradient differs in the last bits for layers of 2 or 10 outputs). Under
-    autocast, the layer's inputs are cast as autocast casts `F.linear`'s, and its gradients are
-    computed in that dtype, as the backward of the cast `F.linear` computes them."""
+    batched weight gradient differs in the last bits for layers of 2 or 10 outputs). With a
+    `dtype` (bf16-mixed), the inputs are cast to it as autocast casts `F.linear`'s, and the
+    gradients are computed in it from those casts, as the backward of the cast `F.linear` computes
+    them; the engine casts the weight's and bias's back, as the backward of autocast's cast does."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        if torch.is_autocast_enabled("cpu"):
-            dtype = torch.get_autocast_dtype("cpu")
+    def forward(ctx: Any, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+        if dtype is not None:
             x, w, b = x.to(dtype), w.to(dtype), b.to(dtype)
         ctx.save_for_backward(x, w)
-        with torch.autocast("cpu", enabled=False):
-            return torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
+        return torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
 
     @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, None]:
         x, w = ctx.saved_tensors
-        return torch.bmm(g, w), torch.bmm(g.transpose(1, 2), x), g.sum(1)
+        return torch.bmm(g, w), torch.bmm(g.transpose(1, 2), x), g.sum(1), None
 
 
 def stacked(seqs: list[nn.Module]) -> list[Layer] | None:
@@ -166,8 +173,8 @@ def stacked(seqs: list[nn.Module]) -> list[Layer] | None:
 class StackedPairNet:
     """`PairNet` for S seeds at once: inputs and outputs carry the seed as a first dimension."""
 
-    def __init__(self, nets: list[nn.Module]) -> None:
-        self.weight_sharing = nets[0].weight_sharing
+    def __init__(self, nets: list[nn.Module], dtype: torch.dtype | None = None) -> None:
+        self.weight_sharing, self.dtype = nets[0].weight_sharing, dtype
         pipes = [stacked([n.pipes[i] for n in nets]) for i in range(len(nets[0].pipes))]
         classifier = stacked([n.classifier for n in nets])
         self.ok = classifier is not None and all(p is not None for p in pipes)
@@ -176,11 +183,10 @@ class StackedPairNet:
     def parameters(self) -> list[nn.Parameter]:
         return [p for layers in (*self.pipes, self.classifier) for layer in layers for p in layer[1:]]
 
-    @staticmethod
-    def _run(layers: list[Layer], x: torch.Tensor) -> torch.Tensor:
+    def _run(self, layers: list[Layer], x: torch.Tensor) -> torch.Tensor:
         for kind, *weights in layers:
             x = x.flatten(2) if kind == "flat" else torch.relu_(x) if kind == "relu" else \
-                BatchedLinear.apply(x, *weights)
+                BatchedLinear.apply(x, *weights, self.dtype)
         return x
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -227,7 +233,7 @@ def _same_step(net: StackedPairNet, modules: list[CompareModule], grads: list[to
 
 
 def _same_as_alone(net: StackedPairNet, modules: list[CompareModule], data: list[Any], w: float,
-                   smoothing: float, amp: Any) -> bool:
+                   smoothing: float, amp: Callable[[], contextlib.AbstractContextManager]) -> bool:
     """Each seed's outputs, loss, gradients and first optimiser steps, batched and alone, bit for
     bit, at every batch size the cell will use (the products' kernels, hence their sums' order,
     depend on the shapes only)."""
@@ -281,7 +287,7 @@ def _train(cfgs: list[DictConfig]) -> list[dict[str, Any]] | None:
         pl.seed_everything(cfg.seed, verbose=False)  # as `fit`: the module first, then the data module
         modules.append(instantiate(cfg.model, _recursive_=False))
         data.append(instantiate(cfg.data))
-    net = StackedPairNet([m.net for m in modules])
+    net = StackedPairNet([m.net for m in modules], compute_dtype(cfgs[0]))
     if not net.ok:
         return None
     started = time.perf_counter()
@@ -328,7 +334,7 @@ def _train(cfgs: list[DictConfig]) -> list[dict[str, Any]] | None:
 
 
 def _evaluate(net: StackedPairNet, loaders: list[Any], stage: str, histories: list[dict[str, list[float]]],
-              amp: Any) -> None:
+              amp: Callable[[], contextlib.AbstractContextManager]) -> None:
     """`CompareModule._evaluate` for every seed: per batch, summed in the same order."""
     sums: list[list[float]] = [[0.0, 0, 0, 0, 0] for _ in histories]
     with torch.inference_mode(), amp():
