@@ -9,6 +9,7 @@ import logging
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import train
 from hydra import compose, initialize_config_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -158,3 +159,14 @@ def test_the_launcher_batches_plain_mlp_cells_only_and_keeps_the_jobs_order():
     assert [[j[0] for j in task] for task in tasks] == [list(range(10)), *([i] for i in range(10, 25))]
     assert [len(t) for t in seed_cells(jobs[:10], {"n_jobs": 2})] == [2, 3, 2, 3]  # two tasks per worker
     assert [len(t) for t in seed_cells(jobs[:3], {"n_jobs": 2})] == [1, 1, 1]
+
+
+def test_the_batched_layer_computes_no_gradient_autograd_would_not(monkeypatch):
+    """The images need no gradient: a solo run's first linear layer computes none, nor does a cell's."""
+    x = torch.randn(3, 5, 7)
+    w, b = torch.randn(3, 4, 7, requires_grad=True), torch.randn(3, 4, requires_grad=True)
+    products, bmm = [], torch.bmm
+    monkeypatch.setattr(torch, "bmm", lambda a, c: products.append((tuple(a.shape), tuple(c.shape))) or bmm(a, c))
+    fused.BatchedLinear.apply(x, w, b, None).sum().backward()
+    assert products == [((3, 4, 5), (3, 5, 7))]  # the weight's gradient only
+    assert w.grad.shape == w.shape and b.grad.shape == b.shape

@@ -146,9 +146,11 @@ class BatchedLinear(torch.autograd.Function):
         return torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
 
     @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, None]:
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, w = ctx.saved_tensors
-        return torch.bmm(g, w), torch.bmm(g.transpose(1, 2), x), g.sum(1), None
+        need_x, need_w, need_b, _ = ctx.needs_input_grad  # not the images' gradient, as autograd's linear
+        return (torch.bmm(g, w) if need_x else None, torch.bmm(g.transpose(1, 2), x) if need_w else None,
+                g.sum(1) if need_b else None, None)
 
 
 def stacked(seqs: list[nn.Module]) -> list[Layer] | None:
