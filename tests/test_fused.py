@@ -148,6 +148,19 @@ def test_a_sweep_with_batched_cells_writes_the_records_of_one_without(tmp_path, 
     assert records(made) == records(tmp_path / "alone")
 
 
+def test_a_cells_first_record_counts_its_other_seeds_as_ended(tmp_path, mnist_dir):
+    """The progress line of a cell's first record (train.py passes the seeds trained with it):
+    one worker, two cells of two seeds; when the last cell's first record is written, the one
+    seed left to record is no run left to wait for, so no ETA."""
+    sweep = train("-m", "arch=shallow", "seed=range(4)", "trainer.max_epochs=1", "logger=null",
+                  "hydra.launcher.n_jobs=1", f"hydra.sweep.dir={tmp_path}")
+    assert sweep.returncode == 0, sweep.stderr
+    marks = [line.rsplit("  [", 1)[1] for line in sweep.stdout.splitlines() if ": test_acc " in line]
+    assert marks[0].startswith("1/4 done, 0 failed, ETA "), sweep.stdout  # two runs left: the other cell
+    assert marks[2:] == ["3/4 done, 0 failed]", "4/4 done, 0 failed]"], sweep.stdout
+    assert sweep.stdout.count("batched with 1 other seed ") == 4
+
+
 def test_the_launcher_batches_plain_mlp_cells_only_and_keeps_the_jobs_order():
     from hydra_plugins.mnist_compare_launch.plugins import seed_cells
 

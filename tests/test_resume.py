@@ -260,6 +260,20 @@ def test_progress_eta_counts_the_seeds_trained_with_a_job_as_ended(tmp_path, mon
     assert progress.line(tmp_path) == "  [1/80 done, 0 failed, ETA 105 min]"  # a run alone: 79 at 80 s
 
 
+def test_progress_eta_counts_a_cells_seeds_in_the_pace_of_the_latest_jobs(tmp_path, monkeypatch):
+    """A cell's first record after slower jobs: its nine other seeds ended with it, so the last
+    ten jobs ended in the 80 s since the previous one, 8 s each, not 180 s for eleven."""
+    from mnist_compare.run import progress
+
+    monkeypatch.setattr(progress.time, "time", lambda: 1000.0)
+    progress.announce(total=100, already=0)
+    for i in range(12):  # ConvNet-like jobs, one every 10 s
+        _result(tmp_path / f"conv{i}", "metrics.json", 1010.0 + 10 * i)
+    _result(tmp_path / "cell0", "metrics.json", 1200.0)
+    monkeypatch.setattr(progress.time, "time", lambda: 1200.0)
+    assert progress.line(tmp_path, waiting=9) == "  [13/100 done, 0 failed, ETA 10 min]"  # 78 left at 8 s
+
+
 def test_progress_eta_survives_file_times_from_another_clock(tmp_path, monkeypatch):
     """On a cluster the result files are dated by the file server: never a negative ETA, and an
     estimate even when every file looks older than the launch."""
