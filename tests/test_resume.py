@@ -262,7 +262,7 @@ def test_progress_eta_counts_the_seeds_trained_with_a_job_as_ended(tmp_path, mon
 
 def test_progress_eta_counts_a_cells_seeds_in_the_pace_of_the_latest_jobs(tmp_path, monkeypatch):
     """A cell's first record after slower jobs: its nine other seeds ended with it, so the last
-    ten jobs ended in the 80 s since the previous one, 8 s each, not 180 s for eleven."""
+    ten jobs ended in the 80 s since the previous one, 8 s each, not 170 s for ten."""
     from mnist_compare.run import progress
 
     monkeypatch.setattr(progress.time, "time", lambda: 1000.0)
