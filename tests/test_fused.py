@@ -1,4 +1,4 @@
-"""An MLP cell's seeds trained as one batched model (mnist_compare/run/fused.py): every seed's
+"""An MLP cell's seeds trained as one batched model (mnist_compare/accel/fused.py): every seed's
 numbers and record are those of its run made alone, and whatever is not known to repeat them
 trains alone."""
 
@@ -15,9 +15,9 @@ from conftest import train
 from hydra import compose, initialize_config_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from mnist_compare.accel import fused
 from mnist_compare.paths import CONF_DIR
 from mnist_compare.results import write_json
-from mnist_compare.run import fused
 from mnist_compare.run.fit import fit
 from mnist_compare.run.identity import identity_config, run_id
 
@@ -28,10 +28,7 @@ def configs(*overrides: str, seeds: range = range(2), epochs: int = 2) -> list:
 
 
 def trained(cfgs: list, sweep_dir: Path = Path("/nonexistent")) -> dict:
-    fused.train_cell(cfgs, sweep_dir)
-    found = dict(fused.TRAINED)
-    fused.TRAINED.clear()
-    return found
+    return fused.train_cell(cfgs, sweep_dir)
 
 
 @pytest.mark.parametrize("overrides", [
@@ -188,7 +185,7 @@ def test_the_batched_layer_computes_no_gradient_autograd_would_not(monkeypatch):
 
 def test_the_cell_knows_the_module_and_net_it_repeats():
     """`VERIFIED` pins the code of CompareModule and PairNet that the batched cell repeats. When
-    this fails, one of them was edited: make `run/fused.py` repeat the edit (the tests above,
+    this fails, one of them was edited: make `accel/fused.py` repeat the edit (the tests above,
     `test_each_seed_of_a_cell_repeats_its_solo_run`, say whether it does), then set VERIFIED to
     the hashes below. Until then every seed trains alone, with the edit."""
     from mnist_compare.models.module import CompareModule

@@ -42,6 +42,8 @@ from omegaconf import DictConfig
 from pytorch_lightning.plugins.precision import MixedPrecision
 from torch import nn
 
+from mnist_compare.accel.allocator import keep_freed_memory
+from mnist_compare.accel.cuda_probe import skip_nvml_probe
 from mnist_compare.models.module import (
     CompareModule,
     add_eval_batch,
@@ -51,8 +53,6 @@ from mnist_compare.models.module import (
     train_sums,
 )
 from mnist_compare.models.nets import PairNet
-from mnist_compare.run.allocator import keep_freed_memory
-from mnist_compare.run.cuda_probe import skip_nvml_probe
 from mnist_compare.run.identity import finished_runs, group_id, identity_config, run_id
 
 log = logging.getLogger("mnist_compare")
@@ -62,8 +62,6 @@ MAX_SEEDS = 10  # per cell: more would leave a worker idle at the end of a sweep
 TRAINER_KEYS = {"_target_", "max_epochs", "accelerator", "devices", "precision", "check_val_every_n_epoch",
                 "num_sanity_val_steps", "enable_checkpointing", "enable_model_summary", "enable_progress_bar",
                 "log_every_n_steps"}
-# what a seed measured, by run_id, for the job that writes its record (the same worker, next)
-TRAINED: dict[str, dict[str, Any]] = {}
 
 # the code of CompareModule and PairNet that the cell repeats (`code_hash`); checked by tests/test_fused.py
 VERIFIED = {"CompareModule": "8bb6b5f9b424b099", "PairNet": "cef10446093ec652"}
@@ -97,11 +95,14 @@ def fusable(cfg: DictConfig) -> bool:
 
 @functools.cache
 def on_the_cpu(accelerator: object) -> bool:
-    """Where a solo run of this setting trains on the CPU (`auto`: Lightning's own choice)."""
+    """Where a solo run of this setting trains on the CPU (`auto`: where Lightning finds no CUDA,
+    MPS or XLA device to choose instead)."""
     if accelerator == "auto":
-        from lightning_fabric.utilities.device_parser import _select_auto_accelerator
+        import importlib.util
 
-        return _select_auto_accelerator() == "cpu"
+        mps = getattr(torch.backends, "mps", None)
+        return not torch.cuda.is_available() and not (mps is not None and mps.is_available()) \
+            and importlib.util.find_spec("torch_xla") is None
     return accelerator == "cpu"
 
 
@@ -140,23 +141,24 @@ def plain_mlps(cfg: DictConfig) -> bool:
         return False
 
 
-def train_cell(cfgs: list[DictConfig], sweep_dir: Path) -> None:
-    """Train the cell's unfinished seeds together into `TRAINED`; leave it empty where they
-    must train alone (fewer than two, a layer that is not batched exactly, a failure)."""
-    TRAINED.clear()
+def train_cell(cfgs: list[DictConfig], sweep_dir: Path) -> dict[str, dict[str, Any]]:
+    """Train the cell's unfinished seeds together: what each seed measured, by run_id, for the job
+    that writes its record; nothing where they must train alone (fewer than two, a layer that is
+    not batched exactly, code the cell was not verified against, a failure)."""
     try:
         done = finished_runs(sweep_dir) if sweep_dir.is_dir() else {}
         identities = [identity_config(cfg) for cfg in cfgs]
         todo = [(rid, cfg) for cfg, config in zip(cfgs, identities, strict=True) if (rid := run_id(config)) not in done]
         if len(todo) < 2 or not all(fusable(cfg) for _, cfg in todo) or len(set(map(group_id, identities))) > 1:
-            return
+            return {}
         measured = _train([cfg for _, cfg in todo])
     except Exception as e:  # each seed trains alone instead, and meets the same error there if it is its own
         log.warning("seeds %s trained one by one: batching them failed (%s: %s)",
                     ",".join(str(cfg.seed) for cfg in cfgs), type(e).__name__, e)
-        return
-    if measured is not None:
-        TRAINED.update((rid, m) for (rid, _), m in zip(todo, measured, strict=True))
+        return {}
+    if measured is None:
+        return {}
+    return {rid: m for (rid, _), m in zip(todo, measured, strict=True)}
 
 
 def mixed_precision(cfg: DictConfig) -> contextlib.AbstractContextManager:
@@ -359,7 +361,8 @@ def _train(cfgs: list[DictConfig]) -> list[dict[str, Any]] | None:
         data.append(instantiate(cfg.data))
     if not all(verified(m) for m in modules):
         log.info("seeds %s trained one by one: CompareModule or PairNet is not the code their batched cell "
-                 "was verified against (mnist_compare/run/fused.py, VERIFIED)", ",".join(str(cfg.seed) for cfg in cfgs))
+                 "was verified against (mnist_compare/accel/fused.py, VERIFIED)",
+                 ",".join(str(cfg.seed) for cfg in cfgs))
         return None
     net = StackedPairNet([m.net for m in modules], compute_dtype(cfgs[0]))
     if not net.ok:
