@@ -224,7 +224,7 @@ def test_the_cell_checks_against_the_modules_own_step_and_optimiser(method, edit
     of its own `configure_optimizers`, so an edit of either still makes the seeds train alone."""
     from mnist_compare.models.module import CompareModule
 
-    monkeypatch.setattr(fused, "verified", lambda module: True)
+    monkeypatch.setattr(fused, "verified", lambda modules: True)
     monkeypatch.setattr(CompareModule, method, edit(getattr(CompareModule, method)))
     with caplog.at_level(logging.INFO, logger="mnist_compare"):
         assert trained(configs("arch=shallow", "ws=true", "aux=0.5", epochs=1)) == {}

@@ -125,10 +125,10 @@ def code_hash(cls: type) -> str | None:
     return hashlib.sha256(ast.dump(tree).encode()).hexdigest()[:16]
 
 
-def verified(module: Any) -> bool:
-    """Whether the run's module and net are the code the cell repeats: exactly `CompareModule` and
-    `PairNet`, as `VERIFIED` knows them. Any edit of either makes its seeds train alone."""
-    return type(module) is CompareModule and type(getattr(module, "net", None)) is PairNet and \
+def verified(modules: list[Any]) -> bool:
+    """Whether the runs' modules and nets are the code the cell repeats: exactly `CompareModule`
+    and `PairNet`, as `VERIFIED` knows them. Any edit of either makes the seeds train alone."""
+    return all(type(m) is CompareModule and type(getattr(m, "net", None)) is PairNet for m in modules) and \
         all(code_hash(cls) == VERIFIED[cls.__name__] for cls in (CompareModule, PairNet))
 
 
@@ -314,7 +314,8 @@ def _same_as_alone(net: StackedPairNet, modules: list[CompareModule], data: list
                       for i in range(len(modules))]
         grads = torch.autograd.grad(sum(losses), params, allow_unused=True)  # aux=1: the classifier gets none
         for i, module in enumerate(modules):
-            twin = copy.deepcopy(module)  # its step may keep what it sums: the module itself is left as built
+            # its step may keep what it sums: a copy steps, the module itself is left as built
+            twin = copy.deepcopy(module) if stage == "train" else module
             with amp():
                 alone = twin(x[i])
                 loss = twin.training_step((x[i], y[i], c[i]), 0) if stage == "train" else \
@@ -359,7 +360,7 @@ def _train(cfgs: list[DictConfig]) -> list[dict[str, Any]] | None:
         pl.seed_everything(cfg.seed, verbose=False)  # as `fit`: the module first, then the data module
         modules.append(instantiate(cfg.model, _recursive_=False))
         data.append(instantiate(cfg.data))
-    if not all(verified(m) for m in modules):
+    if not verified(modules):
         log.info("seeds %s trained one by one: CompareModule or PairNet is not the code their batched cell "
                  "was verified against (mnist_compare/accel/fused.py, VERIFIED)",
                  ",".join(str(cfg.seed) for cfg in cfgs))
