@@ -9,6 +9,7 @@ command around the task (arguments, signals, exit codes, Hydra plugins) is `mnis
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -46,11 +47,13 @@ def main(cfg: DictConfig, trained: dict[str, Any] | None = None) -> float | None
     try:
         return run(cfg, trained)
     except BaseException as e:  # the command's closing line says which run or sweep it ended
-        hydra = HydraConfig.get()
-        if hydra.mode == RunMode.MULTIRUN:
-            mark(e, "multirun", Path(hydra.sweep.dir), json.loads(os.environ.get(progress.ENV) or "{}").get("total"))
-        else:
-            mark(e, "run", Path(hydra.runtime.output_dir), 1)
+        with contextlib.suppress(Exception):  # never in the way of the exception itself
+            hydra = HydraConfig.get()
+            if hydra.mode == RunMode.MULTIRUN:
+                total = json.loads(os.environ.get(progress.ENV) or "{}").get("total")
+                mark(e, "multirun", Path(hydra.sweep.dir), total)
+            else:
+                mark(e, "run", Path(hydra.runtime.output_dir), 1)
         raise
 
 
@@ -93,7 +96,8 @@ def run(cfg: DictConfig, trained: dict[str, Any] | None = None) -> float | None:
         cluster.job_finished(out_dir)
         best = f"; best epoch on test {record['best_test_acc']:.4f}, for comparison only" \
             if "best_test_acc" in record else ""
-        sweep = progress.line(Path(HydraConfig.get().sweep.dir), waiting=trained.get("waiting", 0) if trained else 0) \
+        waiting = trained.get("waiting", 0) if trained else 0  # the cell's seeds still to record
+        sweep = progress.line(Path(HydraConfig.get().sweep.dir), waiting=waiting) \
             if HydraConfig.get().mode == RunMode.MULTIRUN else ""
         share = " (its share of the batch)" if trained else ""
         log.info("%s: test_acc %.4f (%s, epoch %d of %d%s) in %.1f s%s%s", job_label(cfg), record["test_acc"],
