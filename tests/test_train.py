@@ -371,50 +371,24 @@ def test_adam_steps_do_not_probe_nvml_on_a_machine_without_cuda(tmp_path, mnist_
     assert NVML_CHECK not in os.environ
 
 
-# Loaded in every Python process: logs each launch by Hydra's own joblib launcher, and each job
-# config that Hydra composes in full.
-LOG_STOCK_LAUNCHES = """
-import os
-
-def _log(line):
-    with open(os.environ["LAUNCH_LOG"], "a") as log:
-        log.write(line + "\\n")
-
-from hydra._internal.config_loader_impl import ConfigLoaderImpl
-from hydra_plugins.hydra_joblib_launcher import joblib_launcher
-
-_compose, _launch = ConfigLoaderImpl.load_sweep_config, joblib_launcher.JoblibLauncher.launch
-
-def _composed(self, master_config, sweep_overrides):
-    _log("composed " + " ".join(sweep_overrides))
-    return _compose(self, master_config, sweep_overrides)
-
-def _launched(self, job_overrides, initial_job_idx):
-    _log(f"stock launch of {len(job_overrides)} jobs")
-    return _launch(self, job_overrides, initial_job_idx)
-
-ConfigLoaderImpl.load_sweep_config = _composed
-joblib_launcher.JoblibLauncher.launch = _launched
-"""
-
-
 def test_accel_false_runs_the_sweep_with_hydras_own_joblib_launcher(tmp_path, mnist_dir):
-    """One switch turns every speed-up off: each job composed as Hydra composes it (in the sweeper's
-    check and again where it runs), Hydra's joblib launcher, no batched cell; the records are
-    those of the default sweep."""
-    log = tmp_path / "launches.log"
-    env = {"LAUNCH_LOG": str(log), "PYTHONPATH": hooked_pythonpath(tmp_path / "hook", LOG_STOCK_LAUNCHES)}
+    """One switch turns every speed-up off: each job composed as Hydra composes it, by the sweeper's
+    check and again by Hydra's joblib launcher where it runs (`_core.execute_job`), no batched
+    cell; the records are those of the default sweep, whose jobs are composed once, from one
+    composition (accel/compose.py), and batched."""
+    log = tmp_path / "compositions.log"
+    env = {"COMPOSITIONS_LOG": str(log), "PYTHONPATH": hooked_pythonpath(tmp_path / "hook", COUNT_COMPOSITIONS)}
     sweep = ["-m", "arch=shallow", "seed=0,1,2", "trainer.max_epochs=1", "logger=none", "hydra.launcher.n_jobs=1"]
     off = train(*sweep, "accel=false", f"hydra.sweep.dir={tmp_path / 'off'}", env=env)
     assert off.returncode == 0, off.stderr
-    lines = log.read_text().splitlines()
-    assert lines.count("stock launch of 3 jobs") == 1, lines
-    assert len([line for line in lines if line.startswith("composed ")]) == 6, lines  # check, then each job
+    composed = [line for line in log.read_text().splitlines() if line.startswith("arch=")]
+    assert len(composed) == 6 and len(set(composed)) == 3, composed  # the check's, then the launcher's
     assert "batched with" not in off.stdout
     log.unlink()
     on = train(*sweep, f"hydra.sweep.dir={tmp_path / 'on'}", env=env)
     assert on.returncode == 0, on.stderr
-    assert "stock launch" not in log.read_text() and on.stdout.count("batched with 1 other seed ") == 2
+    composed = [line for line in log.read_text().splitlines() if line.startswith("arch=")]
+    assert len(composed) == 1 and on.stdout.count("batched with 1 other seed ") == 2, composed
     records = {}
     for name in ("off", "on"):
         records[name] = {p.parent.name: {k: v for k, v in json.loads(p.read_text()).items()
