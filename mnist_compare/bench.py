@@ -9,7 +9,7 @@
 `runs` alternates, in one process, the real path (`mnist_compare.run.fit.fit`: Trainer, data
 module, TensorBoard logging) and the raw loop on the same seed, and prints the medians and
 their ratio; for an MLP also the path its runs take in a sweep, `--seeds` seeds batched into one
-model (`mnist_compare.run.fused`, each record written), per run. `layers` times each
+model (`mnist_compare.accel.fused`, each record written), per run. `layers` times each
 convolution of the study's ConvNet pipe alone on one training batch (WS on: 200 digits):
 forward, then with its weight gradient, then with its input gradient too, against a large matrix
 product on the same thread(s): where the ConvNet's time goes, pass by pass. `sweep`
@@ -40,15 +40,16 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from mnist_compare.accel import fused
+from mnist_compare.accel.allocator import keep_freed_memory
+from mnist_compare.accel.cuda_probe import skip_nvml_probe
+from mnist_compare.accel.fused import fusable, plain_mlps
 from mnist_compare.data import generate_pair_sets
 from mnist_compare.models.module import counts, mixed_loss
 from mnist_compare.models.nets import PairNet
 from mnist_compare.paths import CONF_DIR
-from mnist_compare.run import fused, progress
-from mnist_compare.run.allocator import keep_freed_memory
-from mnist_compare.run.cuda_probe import skip_nvml_probe
+from mnist_compare.run import progress
 from mnist_compare.run.fit import fit, replay
-from mnist_compare.run.fused import fusable, plain_mlps
 from mnist_compare.run.identity import identity_config, run_id
 
 
@@ -139,20 +140,19 @@ def raw_loop(cfg: DictConfig) -> float:
 
 
 def batched_cell(cfgs: list[DictConfig]) -> float:
-    """A sweep's batched cell (`run/fused.py`), its records written as the jobs write them;
+    """A sweep's batched cell (`accel/fused.py`), its records written as the jobs write them;
     returns seed 0's test accuracy."""
-    fused.train_cell(cfgs, Path("/nonexistent"))
-    if len(fused.TRAINED) != len(cfgs):
+    trained = fused.train_cell(cfgs, Path("/nonexistent"))
+    if len(trained) != len(cfgs):
         raise SystemExit("the cell's seeds were not batched: see the log above")
     with tempfile.TemporaryDirectory() as out:
-        records = [replay(cfg, Path(out) / str(cfg.seed), fused.TRAINED.pop(run_id(identity_config(cfg))))
-                   for cfg in cfgs]
+        records = [replay(cfg, Path(out) / str(cfg.seed), trained[run_id(identity_config(cfg))]) for cfg in cfgs]
     return records[0]["test_acc"]
 
 
 def bench_runs(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
-    keep_freed_memory()  # as `fit` does: both paths get the same allocator
+    keep_freed_memory()  # as every job of the command does (accel): both paths get the same allocator
     skip_nvml_probe()  # and the same per-step CUDA probe, as cheap as in a process without Lightning
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         for arch in args.arch:

@@ -1,35 +1,33 @@
-"""Hydra entry point: one job = one training run, written to its folder's metrics.json.
+"""The task: one job = one training run (compose -> fit -> record), written to its folder's metrics.json.
 
     python -m mnist_compare.train -m arch=shallow,deep,conv ws=true,false aux=0,0.5 'seed=range(10)'
 
 Every job's settings are checked before anything runs (`run/preflight.py`); a job whose run
-(same resolved config) is already finished is skipped, so re-running a sweep resumes it.
+(same resolved config) is already finished is skipped, so re-running a sweep resumes it. The
+command around the task (arguments, signals, exit codes, Hydra plugins) is `mnist_compare/cli.py`.
 """
 
 from __future__ import annotations
 
-import gc
+import contextlib
+import json
 import logging
 import os
-import signal
-import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from hydra_plugins.mnist_compare_launch import register as register_plugins
-from hydra_plugins.mnist_compare_launch import stop_workers
 from mnist_compare.paths import CONF_DIR
 from mnist_compare.results import FAILURE, METRICS, write_json
-from mnist_compare.run import cluster, fused, progress
+from mnist_compare.run import cluster, progress
 from mnist_compare.run.fit import fit, replay
 from mnist_compare.run.identity import group_id, identity_config, run_id
-from mnist_compare.run.outcome import interrupt_not_lost, report
-from mnist_compare.run.preflight import LAUNCH
+from mnist_compare.run.outcome import mark
 from mnist_compare.run.provenance import code_version, library_versions
 from mnist_compare.run.resume import already_done, start_clean
 
@@ -42,17 +40,24 @@ def job_label(cfg: DictConfig) -> str:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def main(cfg: DictConfig, trained: dict[str, Any] | None = None) -> float | None:
     """Returns the validation accuracy when there is a validation split (what a sweeper such as
-    Optuna optimises), never a test figure."""
+    Optuna optimises), never a test figure. `trained`: what this run's seed measured, trained
+    with the other seeds of its cell (`mnist_compare/accel/fused.py`), from the launcher."""
     try:
-        return run(cfg)
-    finally:
-        if cluster.ends_its_process():  # nothing left to collect at its exit, as in `cli` below
-            gc.freeze()
+        return run(cfg, trained)
+    except BaseException as e:  # the command's closing line says which run or sweep it ended
+        with contextlib.suppress(Exception):  # never in the way of the exception itself
+            hydra = HydraConfig.get()
+            if hydra.mode == RunMode.MULTIRUN:
+                total = json.loads(os.environ.get(progress.ENV) or "{}").get("total")
+                mark(e, "multirun", Path(hydra.sweep.dir), total)
+            else:
+                mark(e, "run", Path(hydra.runtime.output_dir), 1)
+        raise
 
 
-def run(cfg: DictConfig) -> float | None:
+def run(cfg: DictConfig, trained: dict[str, Any] | None = None) -> float | None:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     config = identity_config(cfg)
     rid = run_id(config)
@@ -60,7 +65,6 @@ def run(cfg: DictConfig) -> float | None:
         if (out_dir / METRICS).exists():
             log.info("%s: already finished in %s, skipped", job_label(cfg), out_dir)
         return done.get("val_acc")
-    trained = fused.TRAINED.pop(rid, None)  # trained just now with the other seeds of its cell
     handler = start_clean(cfg, out_dir, trains=trained is None)
     code = code_version(config)  # taken before training: an edit made meanwhile is not this run's code
     try:
@@ -92,7 +96,8 @@ def run(cfg: DictConfig) -> float | None:
         cluster.job_finished(out_dir)
         best = f"; best epoch on test {record['best_test_acc']:.4f}, for comparison only" \
             if "best_test_acc" in record else ""
-        sweep = progress.line(Path(HydraConfig.get().sweep.dir), waiting=len(fused.TRAINED)) \
+        waiting = trained.get("waiting", 0) if trained else 0  # the cell's seeds still to record
+        sweep = progress.line(Path(HydraConfig.get().sweep.dir), waiting=waiting) \
             if HydraConfig.get().mode == RunMode.MULTIRUN else ""
         share = " (its share of the batch)" if trained else ""
         log.info("%s: test_acc %.4f (%s, epoch %d of %d%s) in %.1f s%s%s", job_label(cfg), record["test_acc"],
@@ -104,42 +109,7 @@ def run(cfg: DictConfig) -> float | None:
         handler.close()
 
 
-# Config groups that may be switched off: `logger=null` reads as the group's `none` option
-# (Hydra itself refuses null for a group), in single runs and sweeps (`logger=null,tensorboard`).
-OPTIONAL_GROUPS = ("logger", "callbacks")
-
-
-def _null_as_none(arg: str) -> str:
-    key, _, value = arg.partition("=")
-    if key.lstrip("+") not in OPTIONAL_GROUPS:
-        return arg
-    return f"{key}=" + ",".join("none" if v.strip() == "null" else v for v in value.split(","))
-
-
-def cli() -> None:
-    """Exceptions reach this process whole (HYDRA_FULL_ERROR) and are reported in one line:
-    bad input exits 2, an interruption 130, a failed run 1."""
-    os.environ["HYDRA_FULL_ERROR"] = "1"
-    LAUNCH["argv"] = sys.argv[1:]
-    sys.argv[1:] = [_null_as_none(a) for a in sys.argv[1:]]
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    sys.unraisablehook = interrupt_not_lost
-    register_plugins()  # hydra/sweeper=checked, hydra/launcher=parallel (conf/hydra)
-    try:
-        main()
-    except BaseException as e:
-        message, status = report(e)
-        if message:
-            print(message, file=sys.stderr)
-        raise SystemExit(status) from None
-    finally:  # a sweep's workers are killed rather than left to shut down one by one
-        stop_workers()
-        # The process ends here. Its ~460,000 objects (torch, Lightning, Hydra) are kept out of the
-        # cyclic collections that the interpreter's shutdown runs, some 1.5 s of each command
-        # (docs/study.md, Performance); atexit handlers, thread joins, flushes and reference
-        # counting still run as before.
-        gc.freeze()
-
-
 if __name__ == "__main__":
-    cli()
+    from mnist_compare.cli import cli
+
+    cli(main)

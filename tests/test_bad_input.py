@@ -1,7 +1,7 @@
 """Bad input: one line naming the setting and what is allowed, exit status 2, no traceback,
 and no run or sweep folder at all (every job of a sweep is checked before any trains).
 Each case runs the entry point in a process of its own: forked from one that has done the
-imports once (as `python -m mnist_compare.train` does before it calls `cli`), two at a time."""
+imports once (as `python -m mnist_compare.train` does before it calls `cli(main)`), two at a time."""
 
 from __future__ import annotations
 
@@ -32,6 +32,8 @@ CASES = {  # name: (arguments, what the error line must say)
     "lr not a number": (["model.optimizer.lr=abc"], "model.optimizer.lr='abc' is not allowed: use a number > 0"),
     "zero threads": (["threads=0"], "threads=0 is not allowed: use an integer >= 1"),
     "fuse_seeds not a bool": (["-m", "fuse_seeds=sometimes"], "fuse_seeds='sometimes' is not allowed: use fuse_seeds="),
+    "accel not a bool in a sweep": (["-m", "accel=maybe", "seed=0,1"], "accel='maybe' is not allowed: use accel=true"),
+    "accel not a bool": (["accel=2"], "accel=2 is not allowed: use accel=true"),
     "data_dir under a file": (["data.data_dir={tmp}/file/data"], "cannot be created or written"),
     "corrupted MNIST file": (["data.data_dir={tmp}/corrupt"], "train-labels-idx1-ubyte has SHA-256"),
     "bad aux inside a sweep": (
@@ -61,6 +63,7 @@ FORKING_RUNNER = """
 import json, os, signal, sys
 
 import mnist_compare.train as entry
+from mnist_compare.cli import cli
 
 cases = json.loads(sys.stdin.read())
 codes, running = [None] * len(cases), {}
@@ -79,7 +82,7 @@ def start(i, case):
         os.dup2(opened, fd)
         os.close(opened)
     sys.argv = [entry.__file__, *case["argv"]]
-    entry.cli()  # its SystemExit ends the child as it ends the command: interpreter shutdown, atexit
+    cli(entry.main)  # its SystemExit ends the child as it ends the command: interpreter shutdown, atexit
     raise SystemExit(0)
 
 

@@ -1,4 +1,4 @@
-"""run/compose.py: every job's config equal to Hydra's own composition of it, at a fraction of
+"""accel/compose.py: every job's config equal to Hydra's own composition of it, at a fraction of
 the compositions."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_compare.accel.compose import compose_jobs
 from mnist_compare.paths import CONF_DIR
-from mnist_compare.run.compose import compose_jobs
 from mnist_compare.run.preflight import job_overrides
 
 EXAMPLES = ROOT / "examples" / "mylab" / "conf"

@@ -1,4 +1,4 @@
-"""An MLP cell's seeds trained as one batched model (mnist_compare/run/fused.py): every seed's
+"""An MLP cell's seeds trained as one batched model (mnist_compare/accel/fused.py): every seed's
 numbers and record are those of its run made alone, and whatever is not known to repeat them
 trains alone."""
 
@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -14,9 +15,9 @@ from conftest import train
 from hydra import compose, initialize_config_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from mnist_compare.accel import fused
 from mnist_compare.paths import CONF_DIR
 from mnist_compare.results import write_json
-from mnist_compare.run import fused
 from mnist_compare.run.fit import fit
 from mnist_compare.run.identity import identity_config, run_id
 
@@ -27,10 +28,7 @@ def configs(*overrides: str, seeds: range = range(2), epochs: int = 2) -> list:
 
 
 def trained(cfgs: list, sweep_dir: Path = Path("/nonexistent")) -> dict:
-    fused.train_cell(cfgs, sweep_dir)
-    found = dict(fused.TRAINED)
-    fused.TRAINED.clear()
-    return found
+    return fused.train_cell(cfgs, sweep_dir)
 
 
 @pytest.mark.parametrize("overrides", [
@@ -183,3 +181,101 @@ def test_the_batched_layer_computes_no_gradient_autograd_would_not(monkeypatch):
     fused.BatchedLinear.apply(x, w, b, None).sum().backward()
     assert products == [((3, 4, 5), (3, 5, 7))]  # the weight's gradient only
     assert w.grad.shape == w.shape and b.grad.shape == b.shape
+
+
+def test_the_cell_knows_the_module_and_net_it_repeats():
+    """`VERIFIED` pins the code of CompareModule and PairNet that the batched cell repeats. When
+    this fails, one of them was edited: make `accel/fused.py` repeat the edit (the tests above,
+    `test_each_seed_of_a_cell_repeats_its_solo_run`, say whether it does), then set VERIFIED to
+    the hashes below. Until then every seed trains alone, with the edit."""
+    from mnist_compare.models.module import CompareModule
+    from mnist_compare.models.nets import PairNet
+
+    assert {c.__name__: fused.code_hash(c) for c in (CompareModule, PairNet)} == fused.VERIFIED
+
+
+def test_a_method_replaced_at_run_time_is_not_the_verified_code(monkeypatch):
+    from mnist_compare.models.module import CompareModule
+
+    assert fused.code_hash(CompareModule) is not None
+    monkeypatch.setattr(CompareModule, "on_train_epoch_end", lambda self: None)
+    assert fused.code_hash(CompareModule) is None
+
+
+def _scaled_loss(step):
+    def training_step(self, batch, batch_idx):
+        return step(self, batch, batch_idx) * (1 + 2**-10)
+    return training_step
+
+
+def _doubled_lr(configure):
+    def configure_optimizers(self):
+        optimizer = configure(self)
+        optimizer.param_groups[0]["lr"] *= 2
+        return optimizer
+    return configure_optimizers
+
+
+@pytest.mark.parametrize(("method", "edit"), [("training_step", _scaled_loss),
+                                              ("configure_optimizers", _doubled_lr)])
+def test_the_cell_checks_against_the_modules_own_step_and_optimiser(method, edit, mnist_dir, monkeypatch, caplog):
+    """Past the code pin (as if VERIFIED had been updated without the cell): the check before
+    training compares the batched step with the module's own `training_step` and the optimiser
+    of its own `configure_optimizers`, so an edit of either still makes the seeds train alone."""
+    from mnist_compare.models.module import CompareModule
+
+    monkeypatch.setattr(fused, "verified", lambda modules: True)
+    monkeypatch.setattr(CompareModule, method, edit(getattr(CompareModule, method)))
+    with caplog.at_level(logging.INFO, logger="mnist_compare"):
+        assert trained(configs("arch=shallow", "ws=true", "aux=0.5", epochs=1)) == {}
+    assert "do not repeat the solo ones" in caplog.text
+
+
+# What a user forking the project might add to CompareModule: the first to `training_step`'s loss,
+# the second to `configure_optimizers` (the learning rate doubled on the optimiser it made).
+EDITS = {
+    "loss": ("        loss = mixed_loss(outputs, target, classes, self.aux_loss_weight, self.label_smoothing)\n",
+             "        loss = loss + 1e-3 * sum(p.pow(2).sum() for p in self.parameters())\n"),
+    "optimiser": ("        optimizer = make(self.parameters())\n",
+                  "        optimizer.param_groups[0][\"lr\"] *= 2\n"),
+}
+
+
+def plain_records(sweep: Path) -> dict[str, dict]:
+    """Each run's metrics.json, but for what differs between two launches of the same runs."""
+    out = {}
+    for path in sorted(sweep.glob("*/metrics.json")):
+        m = json.loads(path.read_text())
+        for volatile in ("train_time_s", "overrides"):
+            m.pop(volatile)
+        out[path.parent.name] = m
+    return out
+
+
+@pytest.mark.parametrize("edit", sorted(EDITS))
+def test_an_edit_of_the_module_in_a_copied_package_reaches_every_seed(edit, tmp_path, mnist_dir):
+    """A user's copy of the package with one line added to CompareModule: the default sweep (its
+    MLP cells batched) writes the records of one whose runs train alone, float for float."""
+    import shutil
+
+    from conftest import ROOT
+
+    source = tmp_path / "src"
+    for part in ("mnist_compare", "conf", "hydra_plugins"):
+        shutil.copytree(ROOT / part, source / part, ignore=shutil.ignore_patterns("__pycache__"))
+    module = source / "mnist_compare" / "models" / "module.py"
+    anchor, line = EDITS[edit]
+    text = module.read_text()
+    assert text.count(anchor) == 1
+    module.write_text(text.replace(anchor, anchor + line))
+    env = {"PYTHONPATH": os.pathsep.join([str(source), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    sweep = ["-m", "arch=shallow", "ws=true", "aux=0.5", "seed=range(4)", "trainer.max_epochs=2", "logger=none",
+             "hydra.launcher.n_jobs=1"]  # two cells of two seeds
+    default = train(*sweep, f"hydra.sweep.dir={tmp_path / 'default'}", cwd=tmp_path, env=env)
+    assert default.returncode == 0, default.stderr
+    alone = train(*sweep, "fuse_seeds=false", f"hydra.sweep.dir={tmp_path / 'alone'}", cwd=tmp_path, env=env)
+    assert alone.returncode == 0, alone.stderr
+    batched, solo = plain_records(tmp_path / "default"), plain_records(tmp_path / "alone")
+    assert len(batched) == 4 and batched == solo
+    # here because the edit is not the code the cell was verified against: they trained alone
+    assert "batched with" not in default.stdout and "was verified against" in default.stdout, default.stdout

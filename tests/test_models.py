@@ -91,7 +91,7 @@ def test_allocator_keeps_freed_memory_on_glibc():
     page faults otherwise); on this project's Linux machines the request must take."""
     import platform
 
-    from mnist_compare.run.allocator import keep_freed_memory
+    from mnist_compare.accel.allocator import keep_freed_memory
 
     assert keep_freed_memory() is (platform.libc_ver()[0] == "glibc")
 
@@ -105,7 +105,7 @@ def test_allocator_serves_large_buffers_without_fresh_mappings():
 
     probe = """
 import ctypes, sys, torch
-from mnist_compare.run.allocator import keep_freed_memory
+from mnist_compare.accel.allocator import keep_freed_memory
 names = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
 class Info(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in names.split()]

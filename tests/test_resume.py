@@ -234,7 +234,7 @@ def test_progress_eta_follows_the_pace_of_the_latest_jobs(tmp_path, monkeypatch)
 
 
 def test_progress_eta_is_not_fooled_by_results_that_land_together(tmp_path, monkeypatch):
-    """Two batched cells of ten seeds (run/fused.py) end at once: their twenty results do not
+    """Two batched cells of ten seeds (accel/fused.py) end at once: their twenty results do not
     say that a job takes no time."""
     from mnist_compare.run import progress
 

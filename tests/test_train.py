@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -92,14 +91,11 @@ def test_all_twelve_combinations_run_with_fast_dev_run(tmp_path, mnist_dir):
     done = train("-m", "arch=shallow,deep,conv", "ws=true,false", "aux=0,0.5", "seed=0", "trainer=fast_dev_run",
                  f"hydra.sweep.dir={sweep}", env=hook)
     assert done.returncode == 0, done.stderr
-    # the jobs' configs composed by the pre-launch check, from the YAML files once per architecture
-    # (the jobs of one differ in values only, run/compose.py), and not again by the sweeper or the
-    # worker; Hydra's plugins scanned once per process (the launcher, each worker), not for every job
+    # the jobs' configs composed by the checked sweeper, from the YAML files once per architecture
+    # (the jobs of one differ in values only, accel/compose.py), and not again by the worker
     lines = composed.read_text().splitlines()
     jobs = [line for line in lines if not line.startswith(("plugins scanned", "process "))]
     assert len(jobs) == len({line.split()[0] for line in jobs}) == 3, jobs
-    scans = [line for line in lines if line.startswith("plugins scanned")]
-    assert len(scans) == len(set(scans)) <= 3, scans
     found = {}
     for path in sweep.glob("*/metrics.json"):
         m = json.loads(path.read_text())
@@ -120,12 +116,6 @@ def test_all_twelve_combinations_run_with_fast_dev_run(tmp_path, mnist_dir):
     checked = re.search(r"12 jobs checked in \d+\.\d s\n", done.stdout)
     assert checked, done.stdout[:2000]
     assert 0 <= checking < checked.start() < done.stdout.find("Launching jobs") < done.stdout.find("training")
-    # the launcher's worker processes were started while the check ran (their imports overlap it), and
-    # the jobs ran in them: no worker started after the check
-    workers = [float(at) for at in re.findall(r"started at ([\d.]+): .*popen_loky_posix", composed.read_text())]
-    stamp = re.search(r"\[([\d-]+ [\d:]+,\d+)\]\[HYDRA\] 12 jobs checked", done.stdout).group(1)
-    check_ended = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
-    assert workers and max(workers) < check_ended, composed.read_text()
 
 
 def running(pid: int) -> bool:
@@ -135,47 +125,6 @@ def running(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state not in ("Z", "X")
-
-
-# Loaded in every Python process; in the command's, at exit (atexit handlers run before the
-# interpreter's shutdown), logs how many objects it holds frozen out of the cyclic collector.
-FROZEN_AT_EXIT = """
-import atexit, gc, os
-
-if any(entry in open("/proc/self/cmdline").read() for entry in ("mnist_compare.train", "submitit.core._submit")):
-    atexit.register(lambda: open(os.environ["FROZEN_LOG"], "a").write(f"{gc.get_freeze_count()}\\n"))
-"""
-
-
-def test_the_command_ends_without_collecting_what_it_holds(tmp_path):
-    """Whatever ends it (a refusal, --help), the command freezes its objects before the
-    interpreter's shutdown, which would otherwise collect them all (about 1.5 s, docs/study.md)."""
-    log = tmp_path / "frozen.log"
-    env = {"FROZEN_LOG": str(log), "PYTHONPATH": hooked_pythonpath(tmp_path / "hook", FROZEN_AT_EXIT)}
-    assert train("aux=1.5", env=env).returncode == 2
-    assert train("--help", env=env).returncode == 0
-    counts = [int(n) for n in log.read_text().split()]
-    assert len(counts) == 2 and min(counts) > 100_000, counts
-
-
-def test_a_refused_sweep_stops_the_workers_started_for_it(tmp_path, mnist_dir):
-    """The parallel launcher's workers start while the pre-launch check runs; when the check refuses
-    the sweep they are killed, and the refusal stays one line (no joblib warning about them)."""
-    sweep = tmp_path / "sweep"
-    log = tmp_path / "processes.log"
-    hook = {"COMPOSITIONS_LOG": str(log), "PYTHONPATH": hooked_pythonpath(tmp_path / "hook", COUNT_COMPOSITIONS),
-            "WAIT_FOR_A_WORKER": "1"}  # so that the refusal cannot come before a worker has started
-    done = train("-m", "arch=shallow,deep", "aux=0,0.5,1.5", "seed=range(8)", "trainer=fast_dev_run",
-                 f"hydra.sweep.dir={sweep}", env=hook)
-    assert done.returncode == 2, done.stderr
-    assert done.stderr.strip().count("\n") == 0 and "aux=1.5 is not allowed" in done.stderr, done.stderr
-    assert not sweep.exists()
-    workers = [int(pid) for pid in re.findall(r"process (\d+) started at [\d.]+: .*popen_loky_posix", log.read_text())]
-    assert workers, log.read_text()  # started before the refusal
-    deadline = time.time() + 2
-    while any(map(running, workers)) and time.time() < deadline:
-        time.sleep(0.05)
-    assert not any(map(running, workers))
 
 
 # Loaded in every Python process; in the sweep's loky workers it logs, for each `gc.collect()`
@@ -270,25 +219,11 @@ def test_failed_job_leaves_a_record_and_the_sweep_goes_on(tmp_path, mnist_dir):
 
 def test_slurm_launcher_path_with_submitit_local_executor(tmp_path, mnist_dir):
     sweep = tmp_path / "sweep"
-    log = tmp_path / "frozen.log"
-    env = {"FROZEN_LOG": str(log), "PYTHONPATH": hooked_pythonpath(tmp_path / "hook", FROZEN_AT_EXIT)}
     done = train("-m", "hydra/launcher=slurm_local", "arch=shallow,conv", "ws=true", "aux=0.5",
-                 "trainer=fast_dev_run", f"hydra.sweep.dir={sweep}", timeout=600, env=env)
+                 "trainer=fast_dev_run", f"hydra.sweep.dir={sweep}", timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     found = sorted(json.loads(p.read_text())["arch"] for p in sweep.glob("*/metrics.json"))
     assert found == ["conv", "shallow"]
-    # the command and each job's own process (one per job, as on SLURM) end without collecting
-    counts = [int(n) for n in log.read_text().split()]
-    assert len(counts) == 3 and min(counts) > 100_000, counts
-
-
-def test_a_process_that_only_inherits_submitits_environment_keeps_collecting(monkeypatch):
-    """A sweep started inside a submitit job runs many jobs in each worker: what each job leaves
-    must still be collected, so only submitit's own job runner freezes at the end of its job."""
-    from mnist_compare.run import cluster
-
-    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
-    assert not cluster.ends_its_process()
 
 
 def test_best_experiment_delivers_the_checkpoint_chosen_on_validation_pairs(tmp_path, mnist_dir):
@@ -396,27 +331,25 @@ def test_the_record_names_the_device_it_trained_on(tmp_path, mnist_dir, monkeypa
     from mnist_compare.paths import CONF_DIR
     from mnist_compare.run import fit as fit_module
 
-    kept = []
-    monkeypatch.setattr(fit_module, "keep_freed_memory", lambda: kept.append(True))
     monkeypatch.setattr(SingleDeviceStrategy, "root_device", property(lambda self: torch.device("cpu", 0)))
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", ["trainer.max_epochs=1", "data.n_pairs=200", f"data.data_dir={mnist_dir}",
                                 "logger=none"])
     record = fit_module.fit(cfg, tmp_path)
     assert record["device"] == "cpu:0"
-    assert kept  # every run asks the allocator to keep freed buffers
 
 
 def test_adam_steps_do_not_probe_nvml_on_a_machine_without_cuda(tmp_path, mnist_dir, monkeypatch):
     """Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 on import, and Adam asks whether CUDA is
     available on every step: with the variable, each step loaded NVML again (a failed dlopen
-    here, 0.14-0.7 ms). Where no device is visible, a run drops it: the probes (Lightning's own,
-    while it sets up) no longer grow with the number of steps."""
+    here, 0.14-0.7 ms). Where no device is visible, every job drops it before it runs (the accel
+    callback): the probes (Lightning's own, while it sets up) no longer grow with the number of steps."""
     import torch
     from hydra import compose, initialize_config_dir
 
+    from mnist_compare.accel import ProcessSettings
+    from mnist_compare.accel.cuda_probe import NVML_CHECK
     from mnist_compare.paths import CONF_DIR
-    from mnist_compare.run.cuda_probe import NVML_CHECK
     from mnist_compare.run.fit import fit
 
     if torch.cuda.is_available():
@@ -431,7 +364,34 @@ def test_adam_steps_do_not_probe_nvml_on_a_machine_without_cuda(tmp_path, mnist_
             cfg = compose("train", [f"trainer.max_epochs={epochs}", "data.n_pairs=200",
                                     f"data.data_dir={mnist_dir}", "logger=none"])
         probes.clear()
+        ProcessSettings().on_job_start(cfg, task_function=fit)  # as Hydra calls it before each job
         assert fit(cfg, tmp_path / str(epochs))["epochs"] == epochs
         counts[epochs] = len(probes)
     assert counts[4] == counts[1] <= 5
     assert NVML_CHECK not in os.environ
+
+
+def test_accel_false_runs_the_sweep_with_hydras_own_joblib_launcher(tmp_path, mnist_dir):
+    """One switch turns every speed-up off: each job composed as Hydra composes it, by the sweeper's
+    check and again by Hydra's joblib launcher where it runs (`_core.execute_job`), no batched
+    cell; the records are those of the default sweep, whose jobs are composed once, from one
+    composition (accel/compose.py), and batched."""
+    log = tmp_path / "compositions.log"
+    env = {"COMPOSITIONS_LOG": str(log), "PYTHONPATH": hooked_pythonpath(tmp_path / "hook", COUNT_COMPOSITIONS)}
+    sweep = ["-m", "arch=shallow", "seed=0,1,2", "trainer.max_epochs=1", "logger=none", "hydra.launcher.n_jobs=1"]
+    off = train(*sweep, "accel=false", f"hydra.sweep.dir={tmp_path / 'off'}", env=env)
+    assert off.returncode == 0, off.stderr
+    composed = [line for line in log.read_text().splitlines() if line.startswith("arch=")]
+    assert len(composed) == 6 and len(set(composed)) == 3, composed  # the check's, then the launcher's
+    assert "batched with" not in off.stdout
+    log.unlink()
+    on = train(*sweep, f"hydra.sweep.dir={tmp_path / 'on'}", env=env)
+    assert on.returncode == 0, on.stderr
+    composed = [line for line in log.read_text().splitlines() if line.startswith("arch=")]
+    assert len(composed) == 1 and on.stdout.count("batched with 1 other seed ") == 2, composed
+    records = {}
+    for name in ("off", "on"):
+        records[name] = {p.parent.name: {k: v for k, v in json.loads(p.read_text()).items()
+                                         if k not in ("train_time_s", "overrides")}
+                         for p in (tmp_path / name).glob("*/metrics.json")}
+    assert len(records["on"]) == 3 and records["off"] == records["on"]

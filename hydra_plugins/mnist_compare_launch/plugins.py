@@ -1,147 +1,128 @@
-"""The checked sweeper and the parallel launcher (see the package's docstring).
+"""The checked sweeper and the parallel launcher, on Hydra's public `Sweeper` and `Launcher` bases.
 
-Hydra's plugin scan re-imports the modules of the plugins it finds, Hydra's own included, and a
-subclass of a class it has since replaced fails in the base class's `super(Base, self)` (as
-BasicSweeper's `__init__` does). So this module is imported during the scan (where the scan finds
-this package: a plain install, or the checkout as working folder), after Hydra's own core plugins,
-or by `register` after the scan; never before it.
+`CheckedSweeper` (hydra/sweeper=checked): every combination of the sweep's values, as Hydra's
+basic sweeper makes them; every job composed (`mnist_compare/accel/compose.py` with `accel`, else
+as Hydra composes it) and checked (`run/preflight.check_sweep`) before any runs or any folder is
+written; then the jobs go to the launcher with their configs (`ParallelLauncher.launch_checked`),
+or, to any other launcher, as overrides (`Launcher.launch`).
+
+`ParallelLauncher` (hydra/launcher=parallel): Hydra's joblib launcher's settings and processes.
+With `accel` and jobs handed over by the checked sweeper, each worker gets its job's config as
+composed, the jobs of an MLP cell (seeds apart) go to one worker together, which trains them as
+one batched model (`mnist_compare/accel/fused.py`), and a worker keeps its garbage collections
+short (`keep_collections_short`). Otherwise (`accel=false`, another sweeper's jobs) Hydra's own
+`JoblibLauncher` runs them.
+
+Hydra's plugin scan imports this module in any Hydra app of the environment: nothing heavy at the top.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import logging
 import os
 import sys
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.plugins import Plugins
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
-# this process's parallel workers, when the pre-launch check started them: "warming" (their
-# first tasks, the imports) and "executor" (loky's reusable executor they run in)
-_WORKERS: dict[str, Any] = {}
 FREEZE_ABOVE = 15_000  # unfrozen objects worth freezing: a job leaves 5,000-10,000, the imports ~470,000
+
+Job = tuple[int, Sequence[str], DictConfig | None]
+Checked = tuple[list[str], DictConfig, str]  # a job's overrides, config and group_id
+
+
+class CheckedSweeper(Sweeper):
+    """Every combination of the values, each job composed and checked before any runs."""
+
+    def __init__(self, max_batch_size: int | None = None, params: dict[str, str] | None = None) -> None:
+        self.params = params or {}
+        self.hydra_context: HydraContext | None = None
+        self.config: DictConfig | None = None
+        self.launcher: Launcher | None = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.hydra_context, self.config = hydra_context, config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config)
+
+    def sweep(self, arguments: list[str]) -> Any:
+        from mnist_compare import accel
+        from mnist_compare.accel.compose import compose_jobs
+        from mnist_compare.run.outcome import mark
+        from mnist_compare.run.preflight import check_accel, check_sweep, expand
+
+        assert self.config is not None and self.hydra_context is not None and self.launcher is not None
+        config, loader = self.config, self.hydra_context.config_loader
+        sweep_dir = Path(config.hydra.sweep.dir)  # fixes `${now:...}` before any job is composed
+        check_accel(config)
+        if accel.enabled(config):
+            compose = functools.partial(compose_jobs, loader, config)
+        else:  # as Hydra composes a job
+            def compose(jobs: list[list[str]]) -> list[DictConfig]:
+                return [loader.load_sweep_config(config, list(job)) for job in jobs]
+        checked = check_sweep(config, expand([f"{k}={v}" for k, v in self.params.items()] + list(arguments)),
+                              True, compose)
+        try:
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+            OmegaConf.save(config, sweep_dir / "multirun.yaml")  # as Hydra's basic sweeper
+            if accel.enabled(config) and isinstance(self.launcher, ParallelLauncher):
+                returns = self.launcher.launch_checked(checked, initial_job_idx=0)
+            else:
+                returns = self.launcher.launch([job for job, _, _ in checked], initial_job_idx=0)
+            for ret in returns:
+                _ = ret.return_value  # a failed job's exception, raised here
+        except BaseException as e:  # the command's closing line says which sweep it ended
+            mark(e, "multirun", sweep_dir, len(checked))
+            raise
+        return [returns]
 
 
 def joblib_settings(launcher: dict[str, Any]) -> dict[str, Any]:
     """`joblib.Parallel`'s arguments from the launcher's settings, as Hydra's joblib launcher makes them."""
-    from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
-
     settings = {k: v for k, v in launcher.items() if k != "_target_"}
     settings["backend"] = "loky"  # as the joblib launcher: threads do not mix with Hydra's globals
-    process_joblib_cfg(settings)
+    for key in ("pre_dispatch", "batch_size", "max_nbytes"):
+        with contextlib.suppress(TypeError, ValueError):
+            if settings.get(key):
+                settings[key] = int(settings[key])
     return settings
 
 
-def import_job_code() -> None:
-    """A worker's first task: what every job imports (torch, Lightning: about 5 s), then the
-    first full collection and freeze (`between_tasks`), both off the jobs' path."""
-    import mnist_compare.train  # noqa: F401
+class ParallelLauncher(Launcher):
+    """Hydra's joblib launcher; the checked sweeper's jobs with their configs, MLP cells batched."""
 
-    between_tasks()
+    def __init__(self, **joblib: Any) -> None:
+        self.joblib = joblib
+        self.config: DictConfig | None = None
+        self.task_function: TaskFunction | None = None
+        self.hydra_context: HydraContext | None = None
 
-
-def between_tasks() -> None:
-    """In a worker, before each task. A Ctrl-C reaches the workers too: one that lands in a
-    finalizer (which the collection below may run) stops the task, as in the launching process
-    (`cli`), rather than printing "Exception ignored" among the sweep's one line."""
-    from mnist_compare.run.outcome import interrupt_not_lost
-
-    sys.unraisablehook = interrupt_not_lost
-    keep_collections_short()
-
-
-def keep_collections_short() -> None:
-    """Collect what the last job left, then, when much has survived, freeze it out of Python's
-    cyclic collector.
-
-    A loky worker without psutil runs a full `gc.collect()` after a task whenever a second has
-    passed since its last one, to bound leaks; with torch, Lightning and Hydra imported that
-    scanned some 470,000 objects, about 250 ms after each job, while a job's own garbage is a few
-    thousand objects. Frozen objects are still freed by reference counting, but reference cycles
-    among them never are, and a job's unpickled configs are such cycles (OmegaConf's parent
-    links): so only a large set of survivors is frozen (the imports, what the first jobs import
-    lazily), never each job's leftovers, and later collections scan the few thousand objects a
-    job makes (docs/study.md, Performance)."""
-    gc.collect()
-    if len(gc.get_objects()) > FREEZE_ABOVE:  # the objects the collector tracks and would scan
-        gc.freeze()
-
-
-def start_workers(launcher: dict[str, Any], jobs: int) -> None:
-    """Start the launcher's worker processes and their imports now, before the pre-launch check
-    composes and checks every job in this process (about 11 s for the Table-1 sweep), instead of
-    after it: the two overlap. The launch reuses these workers (joblib's reusable executor, the
-    same settings); a refused launch kills them (`stop_workers`). One job at a time runs in
-    this process (joblib's sequential backend): nothing to start."""
-    from joblib import Parallel, delayed, effective_n_jobs
-    from joblib.externals.loky import get_reusable_executor
-
-    settings = joblib_settings(launcher)
-    workers = effective_n_jobs(settings.get("n_jobs", -1))
-    if workers < 2 or jobs < 1:
-        return
-    warming = Parallel(**settings, return_as="generator_unordered")(
-        delayed(import_job_code)() for _ in range(min(jobs, workers)))
-    _WORKERS.update(warming=warming, executor=get_reusable_executor(reuse=True))  # the one just started
-
-
-def stop_workers() -> None:
-    """End the workers `start_workers` started, at once, whatever ended the command. After a
-    sweep, loky would let each worker's interpreter shut down (some 1-3 s with torch loaded)
-    before this process may exit; before the launch (a refused check), their first tasks are
-    cancelled and joblib kills them. Never raises: it runs on the way out."""
-    warming, executor = _WORKERS.pop("warming", None), _WORKERS.pop("executor", None)
-    with warnings.catch_warnings(), contextlib.suppress(Exception):
-        warnings.simplefilter("ignore")  # joblib on the cancelled tasks, loky where `pgrep` is missing
-        if warming is not None:
-            warming.close()
-        if executor is not None:
-            executor.shutdown(wait=True, kill_workers=True)  # a no-op where joblib has killed them
-
-
-def composed_by_check() -> dict[tuple[str, ...], DictConfig]:
-    """Job overrides -> the config the pre-launch check composed for them. Imported when used:
-    Hydra's scan may load this module a second time, which must not make a second store."""
-    from mnist_compare.run.preflight import COMPOSED
-
-    return COMPOSED
-
-
-def group_ids_by_check() -> dict[tuple[str, ...], str]:
-    """Job overrides -> the group_id of its run, as the pre-launch check found it."""
-    from mnist_compare.run.preflight import GROUP_IDS
-
-    return GROUP_IDS
-
-
-class CheckedSweeper(BasicSweeper):
-    """Hydra's basic sweeper; a job the pre-launch check has composed is not composed again."""
-
-    def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
-        composed = composed_by_check()
-        rest = [job for job in batch if tuple(job) not in composed]
-        if rest:
-            super().validate_batch_is_legal(rest)
-
-
-class ParallelLauncher(JoblibLauncher):
-    """Hydra's joblib launcher (same settings, same parallel processes); each job is sent with
-    the config the pre-launch check composed, when there is one, and the jobs of an MLP cell
-    (seeds apart) are sent together, to be trained as one batched model (`seed_cells`)."""
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        """Jobs given as overrides only (another sweeper's, `accel=false`): Hydra's own joblib launcher."""
+        from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
+
+        assert self.config is not None and self.task_function is not None and self.hydra_context is not None
+        stock = JoblibLauncher(**self.joblib)
+        stock.setup(hydra_context=self.hydra_context, task_function=self.task_function, config=self.config)
+        return stock.launch(job_overrides, initial_job_idx)
+
+    def launch_checked(self, checked: list[Checked], initial_job_idx: int) -> Sequence[JobReturn]:
+        """The checked sweeper's jobs, each with the config it composed and checked."""
         from joblib import Parallel, delayed
 
         setup_globals()
@@ -151,19 +132,14 @@ class ParallelLauncher(JoblibLauncher):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         joblib_cfg = joblib_settings(self.joblib)
         log.info("Joblib.Parallel(%s) is launching %d jobs", ",".join(f"{k}={v}" for k, v in joblib_cfg.items()),
-                 len(job_overrides))
+                 len(checked))
         log.info("Launching jobs, sweep output dir : %s", sweep_dir)
-        for idx, overrides in enumerate(job_overrides):
+        for idx, (overrides, _, _) in enumerate(checked):
             log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
-        for _ in _WORKERS.pop("warming", None) or ():  # the workers started by the check are ready
-            pass
-        state = Singleton.get_state()
-        composed = composed_by_check()
-        sweep = sweep_statement()
-        jobs = [(initial_job_idx + idx, overrides, composed.get(tuple(overrides)))
-                for idx, overrides in enumerate(job_overrides)]
-        tasks = seed_cells(jobs, joblib_cfg, group_ids_by_check())
-        context = (self.hydra_context, self.config, self.task_function, state, sweep, os.getpid())
+        jobs: list[Job] = [(initial_job_idx + idx, overrides, cfg) for idx, (overrides, cfg, _) in enumerate(checked)]
+        tasks = seed_cells(jobs, joblib_cfg, {tuple(overrides): gid for overrides, _, gid in checked})
+        context = (self.hydra_context, self.config, self.task_function, Singleton.get_state(), sweep_statement(),
+                   os.getpid())
         runs = Parallel(**joblib_cfg)(
             delayed(execute_job)(*task[0], *context) if len(task) == 1 else
             delayed(execute_cell)(task, sweep_dir, *context)
@@ -176,19 +152,16 @@ class ParallelLauncher(JoblibLauncher):
         return [by_idx[idx] for idx, _, _ in jobs]  # in the order of the jobs
 
 
-Job = tuple[int, Sequence[str], DictConfig | None]
-
-
 def seed_cells(jobs: list[Job], joblib_cfg: dict[str, Any],
                group_ids: dict[tuple[str, ...], str] | None = None) -> list[list[Job]]:
     """The jobs as tasks: the runs of an MLP cell that differ only by their seed go to one worker
-    together, which trains them as one batched model (mnist_compare/run/fused.py); every other
+    together, which trains them as one batched model (mnist_compare/accel/fused.py); every other
     job is a task of its own, in the jobs' order. A cell holds `MAX_SEEDS` seeds at most, and
     fewer where the sweep would otherwise have less than two tasks per worker. `group_ids`: the
-    runs' group_ids by job overrides, where the pre-launch check has them (else computed here)."""
+    runs' group_ids by job overrides, where the checked sweeper has them (else computed here)."""
     from joblib import effective_n_jobs
 
-    from mnist_compare.run.fused import MAX_SEEDS, fusable, plain_mlps
+    from mnist_compare.accel.fused import MAX_SEEDS, fusable, plain_mlps
     from mnist_compare.run.identity import group_id, identity_config
 
     groups: dict[str, list[Job]] = {}
@@ -232,41 +205,70 @@ def sweep_statement() -> dict[str, str]:
     return {ENV: os.environ[ENV]} if ENV in os.environ else {}
 
 
+def between_tasks() -> None:
+    """In a worker, before each task. A Ctrl-C reaches the workers too: one that lands in a
+    finalizer (which the collection below may run) stops the task, as in the launching process
+    (`cli`), rather than printing "Exception ignored" among the sweep's one line."""
+    from mnist_compare.run.outcome import interrupt_not_lost
+
+    sys.unraisablehook = interrupt_not_lost
+    keep_collections_short()
+
+
+def keep_collections_short() -> None:
+    """Collect what the last job left, then, when much has survived, freeze it out of Python's
+    cyclic collector.
+
+    A loky worker without psutil runs a full `gc.collect()` after a task whenever a second has
+    passed since its last one, to bound leaks; with torch, Lightning and Hydra imported that
+    scanned some 470,000 objects, about 250 ms after each job, while a job's own garbage is a few
+    thousand objects. Frozen objects are still freed by reference counting, but reference cycles
+    among them never are, and a job's unpickled configs are such cycles (OmegaConf's parent
+    links): so only a large set of survivors is frozen (the imports, what the first jobs import
+    lazily), never each job's leftovers, and later collections scan the few thousand objects a
+    job makes (mnist_compare/accel/README.md)."""
+    gc.collect()
+    if len(gc.get_objects()) > FREEZE_ABOVE:  # the objects the collector tracks and would scan
+        gc.freeze()
+
+
 def execute_cell(cell: list[Job], sweep_dir: Path, hydra_context: HydraContext, config: DictConfig,
                  task_function: TaskFunction, singleton_state: dict[Any, Any], sweep: dict[str, str],
                  launcher_pid: int) -> list[JobReturn]:
     """In the worker: the cell's seeds trained together, then each job as `execute_job`, which
-    writes the record of what its seed measured."""
-    from mnist_compare.run.fused import TRAINED, train_cell
+    writes the record of what its seed measured (handed to the task as its `trained`)."""
+    from mnist_compare.accel.fused import train_cell
+    from mnist_compare.run.identity import identity_config, run_id
 
     if os.getpid() != launcher_pid:
         between_tasks()
-    try:
-        train_cell([cfg for _, _, cfg in cell if cfg is not None], sweep_dir)
-        return [execute_job(*job, hydra_context, config, task_function, singleton_state, sweep, launcher_pid)
-                for job in cell]
-    finally:
-        TRAINED.clear()  # what a job did not use (it failed before) is not left to a later task
+    measured = train_cell([cfg for _, _, cfg in cell if cfg is not None], sweep_dir)
+    rids = [run_id(identity_config(cfg)) if cfg is not None else None for _, _, cfg in cell]
+    returns = []
+    for k, job in enumerate(cell):
+        trained = measured.get(rids[k])  # type: ignore[arg-type]
+        if trained is not None:  # the cell's seeds still to record after this one (its progress mark)
+            trained = {**trained, "waiting": sum(r in measured for r in rids[k + 1:])}
+        returns.append(execute_job(*job, hydra_context, config, task_function, singleton_state, sweep,
+                                   launcher_pid, trained))
+    return returns
 
 
 def execute_job(idx: int, overrides: Sequence[str], composed: DictConfig | None, hydra_context: HydraContext,
                 config: DictConfig, task_function: TaskFunction, singleton_state: dict[Any, Any],
-                sweep: dict[str, str], launcher_pid: int) -> JobReturn:
-    """In the worker: the joblib launcher's `execute_job`, with the job's config when given, and
-    with the plugin registry of this worker's previous job: Hydra's `Singleton.set_state` leaves
-    the registry out of the state and scans every plugin again otherwise, about 45 ms a job."""
+                sweep: dict[str, str], launcher_pid: int, trained: dict[str, Any] | None = None) -> JobReturn:
+    """In the worker: the joblib launcher's `execute_job`, with the job's config as composed and
+    checked, and, for a seed of a batched cell, what it measured (the task's `trained`)."""
     os.environ.update(sweep)
     if os.getpid() != launcher_pid:  # a worker (joblib runs one job at a time in this process)
         between_tasks()
     setup_globals()
-    kept = Singleton._instances.get(Plugins)
-    if kept is not None:
-        singleton_state["instances"][Plugins] = kept
     Singleton.set_state(singleton_state)
     sweep_config = composed if composed is not None else \
         hydra_context.config_loader.load_sweep_config(config, list(overrides))
     with open_dict(sweep_config):
         sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{idx}"
         sweep_config.hydra.job.num = idx
-    return run_job(hydra_context=hydra_context, config=sweep_config, task_function=task_function,
+    task = task_function if trained is None else functools.partial(task_function, trained=trained)
+    return run_job(hydra_context=hydra_context, config=sweep_config, task_function=task,
                    job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")

@@ -20,7 +20,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -71,14 +70,6 @@ def slurm_job_id() -> str | None:
     if array and task:
         return f"{array}_{task}"
     return os.environ.get("SLURM_JOB_ID")
-
-
-def ends_its_process() -> bool:
-    """This process is submitit's job runner (`python -m submitit.core._submit`, on SLURM or with
-    its local executor, `hydra/launcher=slurm_local`): it runs one job and ends. Not a sweep's
-    worker started inside such a job, which inherits submitit's environment but runs many."""
-    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    return getattr(spec, "name", None) == "submitit.core._submit"
 
 
 def _ask(*command: str) -> str:

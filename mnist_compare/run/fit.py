@@ -18,8 +18,6 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from mnist_compare.models.module import CompareModule
 from mnist_compare.run import cluster
-from mnist_compare.run.allocator import keep_freed_memory
-from mnist_compare.run.cuda_probe import skip_nvml_probe
 from mnist_compare.run.identity import flatten
 
 
@@ -52,8 +50,6 @@ def build_logger(cfg: DictConfig, out_dir: Path) -> Any:
 def fit(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Train; return the record's measured part (metrics.json adds identity and provenance)."""
     quiet_lightning()
-    keep_freed_memory()
-    skip_nvml_probe()
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     pl.seed_everything(cfg.seed, verbose=False)  # the seed also fixes the pairs, through the data module
@@ -91,7 +87,7 @@ def fit(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
 
 
 def replay(cfg: DictConfig, out_dir: Path, trained: dict[str, Any]) -> dict[str, Any]:
-    """What `fit` returns and logs, for a seed trained with its cell (`run/fused.py`): the
+    """What `fit` returns and logs, for a seed trained with its cell (`accel/fused.py`): the
     logger gets the same figures in the same order, after the cell's training rather than during it."""
     logger = build_logger(cfg, out_dir)
     history = trained["history"]

@@ -19,7 +19,7 @@ from mnist_compare.results import METRICS, read_json
 
 # Settings that cannot change a run's numbers: left out of its identity and folder name.
 # (Thread count is NOT among them: oneDNN's reductions make ConvNet runs differ with it.)
-NEUTRAL_KEYS = ("data.data_dir", "trainer.enable_progress_bar", "checkpoint_after_s", "fuse_seeds")
+NEUTRAL_KEYS = ("data.data_dir", "trainer.enable_progress_bar", "checkpoint_after_s", "fuse_seeds", "accel")
 SEED_KEYS = ("seed", "data.seed")
 
 

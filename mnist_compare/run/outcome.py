@@ -1,4 +1,9 @@
-"""Every way a launch can end, as one line and an exit status (2 bad input, 130 interrupted)."""
+"""Every way a launch can end, as one line and an exit status (2 bad input, 130 interrupted).
+
+What the line says about the launch (a single run or a sweep, its folder, its number of jobs)
+travels with the exception that ended it (`mark`): the job's task marks what ends a run, the
+sweep (the checked sweeper, or a job of any other) what ends a sweep.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,15 @@ from hydra.errors import ConfigCompositionException, MissingConfigException, Ove
 
 from mnist_compare.errors import UserError
 from mnist_compare.results import METRICS
-from mnist_compare.run.preflight import LAUNCH, TOP_LEVEL, LaunchRefused, suggest
+from mnist_compare.run.preflight import TOP_LEVEL, LaunchRefused, suggest
+
+LAUNCH = "mnist_compare_launch"  # the attribute of a marked exception
+
+
+def mark(e: BaseException, mode: str, where: Path, jobs: int | None) -> None:
+    """Say, on the exception that ends a launch, which launch it ends (the innermost mark wins)."""
+    if getattr(e, LAUNCH, None) is None:
+        setattr(e, LAUNCH, {"mode": mode, "dir": str(where), "jobs": jobs})
 
 
 def interrupt_not_lost(unraisable: Any) -> None:
@@ -51,26 +64,28 @@ def _composition(e: ConfigCompositionException) -> str:
     return f"error: {' '.join(text.split())}"
 
 
-def _interrupted() -> str:
-    where = LAUNCH.get("dir")
-    if LAUNCH.get("mode") != "multirun" or where is None:
+def _interrupted(launch: dict[str, Any], argv: list[str]) -> str:
+    where = launch.get("dir")
+    if launch.get("mode") != "multirun" or where is None:
         run = f" in {where}" if where else ""
         return f"interrupted: the run{run} stopped before it finished; no {METRICS} (its failure.json says " \
                "interrupted; train.log and TensorBoard events are kept); run the same command again to train it anew"
     done = len(list(Path(where).glob(f"**/{METRICS}")))
-    args = [a for a in LAUNCH.get("argv", sys.argv[1:]) if not a.startswith("hydra.sweep.dir=")]
+    args = [a for a in argv if not a.startswith("hydra.sweep.dir=")]
     again = shlex.join([sys.executable, "-m", "mnist_compare.train", *args, f"hydra.sweep.dir={where}"])
-    return f"interrupted: {done} of {LAUNCH.get('jobs', '?')} runs are finished and kept in {where}; " \
+    return f"interrupted: {done} of {launch.get('jobs') or '?'} runs are finished and kept in {where}; " \
            f"resume with: {again}"
 
 
-def report(e: BaseException) -> tuple[str | None, int]:
+def report(e: BaseException, argv: list[str]) -> tuple[str | None, int]:
+    """The closing line and exit status of a command (`argv`: its arguments as typed) that `e` ended."""
+    launch = getattr(e, LAUNCH, None) or {}
     if isinstance(e, LaunchRefused):
         e = e.args[0]
     if isinstance(e, SystemExit):  # --help and the like
         return None, e.code if isinstance(e.code, int) else 1
     if isinstance(e, KeyboardInterrupt):
-        return _interrupted(), 130
+        return _interrupted(launch, argv), 130
     if isinstance(e, UserError):
         return f"error: {e}", 2
     if isinstance(e, MissingConfigException):
@@ -79,7 +94,7 @@ def report(e: BaseException) -> tuple[str | None, int]:
         return f"error: {' '.join(str(e).split())}", 2
     if isinstance(e, ConfigCompositionException):
         return _composition(e), 2
-    where, first = LAUNCH.get("dir"), str(e).strip().splitlines()[0] if str(e).strip() else ""
+    where, first = launch.get("dir"), str(e).strip().splitlines()[0] if str(e).strip() else ""
     if where is None:  # before any run started: Hydra's own set-up refused something
         return f"error: the launch failed before any run started ({type(e).__name__}: {first})", 1
     return f"error: a run failed ({type(e).__name__}: {first}); see failure.json under {where}", 1

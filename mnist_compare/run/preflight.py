@@ -2,18 +2,21 @@
 
 A Hydra callback: `on_run_start` and `on_multirun_start` come after composition and before
 Hydra creates a run or sweep folder, so one bad value in `aux=0.5,1.5` costs nothing and
-leaves nothing behind. Each job's config is composed exactly as the sweeper would compose it
-(`run/compose.py`), and the sweeper and launcher use it.
+leaves nothing behind. The project's own sweeper (`hydra/sweeper=checked`) calls `check_sweep`
+itself, with the jobs it composed, and hands them to the launcher; for any other sweeper this
+callback composes them as Hydra does and checks them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import difflib
+import itertools
 import json
 import logging
 import re
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,23 +30,16 @@ from omegaconf.errors import OmegaConfBaseException
 from mnist_compare.data.mnist import default_data_dir, prepare_pooled
 from mnist_compare.errors import UserError
 from mnist_compare.run import cluster, progress
-from mnist_compare.run.compose import compose_jobs
 from mnist_compare.run.fit import build_trainer, quiet_lightning
 from mnist_compare.run.identity import finished_runs, group_id, identity_config, run_id, targets
 from mnist_compare.run.provenance import code_version, fingerprint, library_versions, source_hash
 
 # The settings the program reads at the top level; anything else (e.g. `+aux_weight=0.5`) is a slip.
-TOP_LEVEL = ("arch", "ws", "aux", "seed", "threads", "checkpoint_after_s", "fuse_seeds", "data", "model", "trainer",
-             "logger", "callbacks")
+TOP_LEVEL = ("arch", "ws", "aux", "seed", "threads", "checkpoint_after_s", "fuse_seeds", "accel", "data", "model",
+             "trainer", "logger", "callbacks")
 MONITORED = ("val/acc", "val/loss")  # what the module logs for callbacks to monitor
-LAUNCH: dict[str, Any] = {}  # mode, dir and job count of this process's launch, for its closing line
-# job overrides -> its config as composed here, which hydra/sweeper=checked and hydra/launcher=parallel
-# use instead of composing it again (hydra_plugins/mnist_compare_launch)
-COMPOSED: dict[tuple[str, ...], DictConfig] = {}
-# job overrides -> its run's group_id (its identity without the seed), for the launcher's seed cells
-GROUP_IDS: dict[tuple[str, ...], str] = {}
-# the launcher whose workers start while the check runs (conf/hydra/launcher/parallel.yaml)
-PARALLEL_LAUNCHER = "hydra_plugins.mnist_compare_launch.plugins.ParallelLauncher"
+# the sweeper that runs `check_sweep` itself (conf/hydra/sweeper/checked.yaml)
+CHECKED_SWEEPER = "hydra_plugins.mnist_compare_launch.plugins.CheckedSweeper"
 log = logging.getLogger("mnist_compare")
 
 
@@ -73,6 +69,7 @@ def check_settings(cfg: DictConfig) -> None:
     cluster.checkpoint_after_s(cfg)
     if not isinstance(cfg.get("fuse_seeds", True), bool):
         raise UserError(f"fuse_seeds={cfg.fuse_seeds!r} is not allowed: use fuse_seeds=true or fuse_seeds=false")
+    check_accel(cfg)
     epochs = cfg.trainer.get("max_epochs")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise UserError(
@@ -89,6 +86,12 @@ def check_settings(cfg: DictConfig) -> None:
         if not cfg.data.get("val_pairs"):
             raise UserError(f"callbacks monitor {monitor} but data.val_pairs={cfg.data.get('val_pairs')}: "
                             "hold out validation pairs, e.g. data.val_pairs=200")
+
+
+def check_accel(cfg: DictConfig) -> None:
+    if not isinstance(cfg.get("accel", True), bool):
+        raise UserError(f"accel={cfg.accel!r} is not allowed: use accel=true (the speed-ups of mnist_compare/accel) "
+                        "or accel=false (none: Hydra's own joblib launcher, every run alone)")
 
 
 def _chain(e: BaseException | None) -> list[BaseException]:
@@ -152,21 +155,33 @@ def check_data(cfg: DictConfig, prepared: set[str]) -> None:
 
 
 def job_overrides(config: DictConfig) -> tuple[list[list[str]], bool]:
-    """The overrides of every job the basic sweeper will launch, and True; other sweepers
-    (Optuna) choose values as they go, so only their fixed settings are checked here (False)."""
+    """The overrides of every job the basic sweeper (or ours) will launch, and True; other
+    sweepers (Optuna) choose values as they go, so only their fixed settings are checked here (False)."""
     sweeper = str(config.hydra.sweeper.get("_target_", ""))
     task = [str(o) for o in config.hydra.overrides.task]
     if not sweeper.endswith(("BasicSweeper", "CheckedSweeper")):
         fixed = [o for o, p in zip(task, OverridesParser.create().parse_overrides(task), strict=True)
                  if not p.is_sweep_override()]
         return [fixed], False
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-
     params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
-    loader = GlobalHydra.instance().config_loader()
-    parsed = OverridesParser.create(config_loader=loader).parse_overrides(params + task)
-    (jobs,) = BasicSweeper.split_arguments(parsed, None)
-    return [list(job) for job in jobs], True
+    return expand(params + task), True
+
+
+def expand(arguments: Sequence[str]) -> list[list[str]]:
+    """Every combination of the arguments' values, in the basic sweeper's order (a later argument
+    for the same key replaces an earlier one, in its place)."""
+    parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+    choices: dict[str, list[str]] = {}
+    for override in parser.parse_overrides(list(arguments)):
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            if not override.is_discrete_sweep():
+                raise UserError(f"{override.input_line}: a sweep of every combination takes lists and ranges "
+                                "of values, not intervals (those are for hparams_search=...)")
+            choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
+            choices[key] = [f"{key}={override.get_value_element_as_str()}"]
+    return [list(job) for job in itertools.product(*choices.values())]
 
 
 def check_job(cfg: DictConfig, built: set[str], prepared: set[str]) -> dict[str, Any]:
@@ -212,6 +227,46 @@ class LaunchRefused(BaseException):
     """Carries a preflight error past Hydra's callback runner, which reduces Exceptions to warnings."""
 
 
+def check_sweep(config: DictConfig, overrides: list[list[str]], each_job: bool,
+                compose: Callable[[list[list[str]]], list[DictConfig]]) -> list[tuple[list[str], DictConfig, str]]:
+    """Compose (`compose`) and check every job of a sweep before any runs; each job's overrides,
+    config and group_id (its run's identity without the seed)."""
+    built: set[str] = set()
+    prepared: set[str] = set()
+    # read before any job is composed: this fixes `${now:...}` in the master config, whose
+    # resolved values every composition copies, so each job (and the worker running it) sees this folder
+    sweep_dir = Path(config.hydra.sweep.dir)
+    seen: dict[str, str] = {}
+    jobs: dict[str, tuple[str, Path]] = {}
+    checked = []
+    started = time.perf_counter()
+    if each_job:  # checking takes ~40 ms a job (120: 4-5 s): say so before the console falls silent
+        log.info("checking the settings of %s before %s starts", jobs_count(len(overrides)),
+                 "it" if len(overrides) == 1 else "any")
+    # every job composed before any is checked: an unknown option anywhere is refused first
+    for job, cfg in zip(overrides, compose(overrides), strict=True):
+        label = " ".join(job)
+        try:
+            identity = check_job(cfg, built, prepared)
+        except UserError as e:
+            raise UserError(f"job `{label}`: {e}") from None
+        rid = run_id(identity)
+        if rid in seen:
+            raise UserError(f"jobs `{seen[rid]}` and `{label}` are the same run (same resolved config): "
+                            "list each value once")
+        seen[rid] = label
+        checked.append((job, cfg, group_id(identity)))
+        with contextlib.suppress(OmegaConfBaseException):  # a trial number (Optuna) is known only at launch
+            jobs[label] = (rid, sweep_dir / str(cfg.hydra.sweep.subdir))
+    already = check_sweep_dir(sweep_dir, jobs) if sweep_dir.is_dir() else 0
+    if each_job:
+        done = "" if not already else ", all done in an earlier launch" if already == len(jobs) else \
+            f", {already} of them done in an earlier launch"
+        log.info("%s checked in %.1f s%s", jobs_count(len(jobs)), time.perf_counter() - started, done)
+    progress.announce(len(jobs), already)
+    return checked
+
+
 class Preflight(Callback):
     """Registered in conf/train.yaml (`hydra.callbacks.preflight`)."""
 
@@ -222,61 +277,17 @@ class Preflight(Callback):
             raise LaunchRefused(e) from e
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.hydra.sweeper.get("_target_") == CHECKED_SWEEPER:
+            return  # it checks every job itself, with the configs it will launch
         try:
-            self._check_sweep(config)
-        except Exception as e:  # any workers the check started are stopped by `cli`, whatever ended it
+            overrides, each_job = job_overrides(config)
+            loader = GlobalHydra.instance().config_loader()
+            check_sweep(config, overrides, each_job,
+                        lambda jobs: [loader.load_sweep_config(config, list(job)) for job in jobs])
+        except Exception as e:
             raise LaunchRefused(e) from e
 
     def _check_run(self, config: DictConfig) -> None:
         rid = run_id(check_job(config, set(), set()))
         out = Path(config.hydra.run.dir)
-        LAUNCH.update(mode="run", dir=out, jobs=1)
         check_sweep_dir(out, {"this run": (rid, out)}) if out.is_dir() else None
-
-    def _check_sweep(self, config: DictConfig) -> None:
-        built: set[str] = set()
-        prepared: set[str] = set()
-        COMPOSED.clear()
-        GROUP_IDS.clear()
-        # read before any job is composed: this fixes `${now:...}` in the master config, whose
-        # resolved values every composition copies, so each job (and the worker running it) sees this folder
-        sweep_dir = Path(config.hydra.sweep.dir)
-        seen: dict[str, str] = {}
-        jobs: dict[str, tuple[str, Path]] = {}
-        started = time.perf_counter()
-        overrides, each_job = job_overrides(config)
-        if each_job:  # checking takes ~40 ms a job (120: 4-5 s): say so before the console falls silent
-            log.info("checking the settings of %s before %s starts", jobs_count(len(overrides)),
-                     "it" if len(overrides) == 1 else "any")
-        if config.hydra.launcher.get("_target_") == PARALLEL_LAUNCHER:  # their start overlaps the check
-            from hydra_plugins.mnist_compare_launch.plugins import start_workers
-
-            at_once = len(overrides) if each_job else int(config.hydra.sweeper.get("n_jobs") or 1)  # Optuna's batch
-            start_workers(OmegaConf.to_container(config.hydra.launcher, resolve=True), at_once)
-        loader = GlobalHydra.instance().config_loader()
-        # every job composed before any is checked: an unknown option anywhere is refused first
-        composed = list(zip(overrides, compose_jobs(loader, config, overrides), strict=True))
-        if each_job:  # the checked sweeper and parallel launcher use these instead of composing again
-            COMPOSED.update((tuple(job), cfg) for job, cfg in composed)
-        for job, cfg in composed:
-            label = " ".join(job)
-            try:
-                identity = check_job(cfg, built, prepared)
-            except UserError as e:
-                raise UserError(f"job `{label}`: {e}") from None
-            rid = run_id(identity)
-            if each_job:
-                GROUP_IDS[tuple(job)] = group_id(identity)
-            if rid in seen:
-                raise UserError(f"jobs `{seen[rid]}` and `{label}` are the same run (same resolved config): "
-                                "list each value once")
-            seen[rid] = label
-            with contextlib.suppress(OmegaConfBaseException):  # a trial number (Optuna) is known only at launch
-                jobs[label] = (rid, sweep_dir / str(cfg.hydra.sweep.subdir))
-        already = check_sweep_dir(sweep_dir, jobs) if sweep_dir.is_dir() else 0
-        if each_job:
-            done = "" if not already else ", all done in an earlier launch" if already == len(jobs) else \
-                f", {already} of them done in an earlier launch"
-            log.info("%s checked in %.1f s%s", jobs_count(len(jobs)), time.perf_counter() - started, done)
-        LAUNCH.update(mode="multirun", dir=sweep_dir, jobs=len(jobs))
-        progress.announce(len(jobs), already)

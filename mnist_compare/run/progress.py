@@ -18,7 +18,7 @@ from mnist_compare.results import FAILURE, METRICS
 
 ENV = "MNIST_COMPARE_SWEEP"
 WINDOW = 10  # jobs whose pace the ETA assumes for the rest
-SPAN_S = 60.0  # and at least this long: a batched cell's results land together (run/fused.py)
+SPAN_S = 60.0  # and at least this long: a batched cell's results land together (accel/fused.py)
 
 
 def announce(total: int, already: int) -> None:
@@ -28,7 +28,7 @@ def announce(total: int, already: int) -> None:
 def line(sweep_dir: Path, waiting: int = 0) -> str:
     """`[37/120 done, 1 failed, ETA 6 min]`, or "" outside a sweep.
 
-    `waiting`: runs this worker has trained with the job (a batched cell, run/fused.py) whose
+    `waiting`: runs this worker has trained with the job (a batched cell, accel/fused.py) whose
     records come next, within a second; the ETA counts them as ended now, or the first record
     of a cell would see one run in the cell's whole time and promise the end ten times too late.
 

@@ -11,6 +11,10 @@ override list (`hydra.overrides.task`, `hydra.job.override_dirname`) set as Hydr
 Anything else (a group, `+key`, `~key`, a dict or list value, a `hydra.` key, keys that
 overlap) is composed in full, and so is a job whose value cannot be set on the copy (Hydra's
 error then says why). Tested (tests/test_compose.py): every job of several sweeps, both ways, equal.
+
+The one module of the project that touches Hydra's private API (the two names imported from
+`hydra._internal` below); where a Hydra release lacks them, every job is composed in full, as
+Hydra composes it (`load_sweep_config`, public).
 """
 
 from __future__ import annotations
@@ -18,11 +22,17 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 
-from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
 from hydra.core.config_loader import ConfigLoader
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType, ValueType
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+try:  # Hydra's private API, here only
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
+
+    apply_overrides = ConfigLoaderImpl._apply_overrides_to_config
+except (ImportError, AttributeError):  # another Hydra: every job composed in full
+    apply_overrides = get_overrides_dirname = None  # type: ignore[assignment]
 
 PLAIN = (bool, int, float, str, type(None))
 
@@ -41,6 +51,8 @@ def overlaps(key: str, other: str) -> bool:
 
 def compose_jobs(loader: ConfigLoader, master: DictConfig, jobs: Sequence[Sequence[str]]) -> list[DictConfig]:
     """Each job's config, equal to `loader.load_sweep_config(master, job)`."""
+    if apply_overrides is None or get_overrides_dirname is None:
+        return [loader.load_sweep_config(master, list(job)) for job in jobs]
     parser = OverridesParser.create(config_loader=loader)
     groups = set(master.hydra.runtime.choices)
     composed: dict[tuple[str, ...], DictConfig] = {}  # a full composition, by the job's other overrides
@@ -67,7 +79,7 @@ def with_values(master: DictConfig, base: DictConfig, values: list[Override], ap
     is then composed in full, which reports the error itself)."""
     cfg = copy.deepcopy(base)
     try:
-        ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
+        apply_overrides(values, cfg)
     except Exception:  # the full composition says what is wrong
         return None
     OmegaConf.clear_cache(cfg)  # as on a fresh composition; the master's is copied in below

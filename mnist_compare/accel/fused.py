@@ -7,17 +7,28 @@ The parallel launcher hands a cell's jobs (the same settings, seeds apart) to on
 trains them here before its jobs start; each job then writes its own record from what its seed
 measured (`fit.replay`), as it would have alone. Only what is known to repeat the solo run is
 batched: Flatten/Linear/ReLU stacks, Adam, fp32 or bf16-mixed on the CPU, no validation split,
-checkpoint or callback; every other run trains alone. Before training, a cell checks on its own
-data that its batched layers give each seed's outputs and gradients bit for bit; otherwise its
-seeds train alone.
+checkpoint or callback; every other run trains alone.
+
+A cell re-implements what `CompareModule` and `PairNet` do in a run (step, epoch end, evaluation),
+so an edit of either could make it compute other numbers than the run alone. Two guards make any
+such edit make the seeds train alone instead, never change a number: the two classes' code must
+be the code the cell was verified against (`VERIFIED`, a hash of their source without docstrings;
+tests/test_fused.py says when to update it), and before training the cell checks on its own data
+that each seed's batched outputs, loss, gradients and first optimiser steps equal, bit for bit,
+those of the module's own `training_step` and of the optimiser its own `configure_optimizers` makes.
 """
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import copy
 import functools
+import hashlib
+import inspect
 import logging
 import math
+import textwrap
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -31,6 +42,8 @@ from omegaconf import DictConfig
 from pytorch_lightning.plugins.precision import MixedPrecision
 from torch import nn
 
+from mnist_compare.accel.allocator import keep_freed_memory
+from mnist_compare.accel.cuda_probe import skip_nvml_probe
 from mnist_compare.models.module import (
     CompareModule,
     add_eval_batch,
@@ -39,8 +52,7 @@ from mnist_compare.models.module import (
     train_figures,
     train_sums,
 )
-from mnist_compare.run.allocator import keep_freed_memory
-from mnist_compare.run.cuda_probe import skip_nvml_probe
+from mnist_compare.models.nets import PairNet
 from mnist_compare.run.identity import finished_runs, group_id, identity_config, run_id
 
 log = logging.getLogger("mnist_compare")
@@ -50,8 +62,9 @@ MAX_SEEDS = 10  # per cell: more would leave a worker idle at the end of a sweep
 TRAINER_KEYS = {"_target_", "max_epochs", "accelerator", "devices", "precision", "check_val_every_n_epoch",
                 "num_sanity_val_steps", "enable_checkpointing", "enable_model_summary", "enable_progress_bar",
                 "log_every_n_steps"}
-# what a seed measured, by run_id, for the job that writes its record (the same worker, next)
-TRAINED: dict[str, dict[str, Any]] = {}
+
+# the code of CompareModule and PairNet that the cell repeats (`code_hash`); checked by tests/test_fused.py
+VERIFIED = {"CompareModule": "8bb6b5f9b424b099", "PairNet": "cef10446093ec652"}
 
 Layer = tuple[Any, ...]  # ("flat",), ("relu",) or ("linear", weight [S, out, in], bias [S, out])
 
@@ -82,12 +95,41 @@ def fusable(cfg: DictConfig) -> bool:
 
 @functools.cache
 def on_the_cpu(accelerator: object) -> bool:
-    """Where a solo run of this setting trains on the CPU (`auto`: Lightning's own choice)."""
+    """Where a solo run of this setting trains on the CPU (`auto`: where Lightning finds no CUDA,
+    MPS or XLA device to choose instead)."""
     if accelerator == "auto":
-        from lightning_fabric.utilities.device_parser import _select_auto_accelerator
+        import importlib.util
 
-        return _select_auto_accelerator() == "cpu"
+        mps = getattr(torch.backends, "mps", None)
+        return not torch.cuda.is_available() and not (mps is not None and mps.is_available()) \
+            and importlib.util.find_spec("torch_xla") is None
     return accelerator == "cpu"
+
+
+def code_hash(cls: type) -> str | None:
+    """A hash of the class's code as it runs: its source without docstrings or comments; None where
+    a method is not the one its source defines (replaced after the class was made)."""
+    source = inspect.getsourcefile(cls)
+    for value in vars(cls).values():
+        fn = getattr(value, "__func__", value)
+        if inspect.isfunction(fn) and (fn.__code__.co_filename != source
+                                       or not fn.__qualname__.startswith(f"{cls.__qualname__}.")):
+            return None
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and body and \
+                isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and \
+                isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    return hashlib.sha256(ast.dump(tree).encode()).hexdigest()[:16]
+
+
+def verified(modules: list[Any]) -> bool:
+    """Whether the runs' modules and nets are the code the cell repeats: exactly `CompareModule`
+    and `PairNet`, as `VERIFIED` knows them. Any edit of either makes the seeds train alone."""
+    return all(type(m) is CompareModule and type(getattr(m, "net", None)) is PairNet for m in modules) and \
+        all(code_hash(cls) == VERIFIED[cls.__name__] for cls in (CompareModule, PairNet))
 
 
 def plain_mlps(cfg: DictConfig) -> bool:
@@ -99,23 +141,24 @@ def plain_mlps(cfg: DictConfig) -> bool:
         return False
 
 
-def train_cell(cfgs: list[DictConfig], sweep_dir: Path) -> None:
-    """Train the cell's unfinished seeds together into `TRAINED`; leave it empty where they
-    must train alone (fewer than two, a layer that is not batched exactly, a failure)."""
-    TRAINED.clear()
+def train_cell(cfgs: list[DictConfig], sweep_dir: Path) -> dict[str, dict[str, Any]]:
+    """Train the cell's unfinished seeds together: what each seed measured, by run_id, for the job
+    that writes its record; nothing where they must train alone (fewer than two, a layer that is
+    not batched exactly, code the cell was not verified against, a failure)."""
     try:
         done = finished_runs(sweep_dir) if sweep_dir.is_dir() else {}
         identities = [identity_config(cfg) for cfg in cfgs]
         todo = [(rid, cfg) for cfg, config in zip(cfgs, identities, strict=True) if (rid := run_id(config)) not in done]
         if len(todo) < 2 or not all(fusable(cfg) for _, cfg in todo) or len(set(map(group_id, identities))) > 1:
-            return
+            return {}
         measured = _train([cfg for _, cfg in todo])
     except Exception as e:  # each seed trains alone instead, and meets the same error there if it is its own
         log.warning("seeds %s trained one by one: batching them failed (%s: %s)",
                     ",".join(str(cfg.seed) for cfg in cfgs), type(e).__name__, e)
-        return
-    if measured is not None:
-        TRAINED.update((rid, m) for (rid, _), m in zip(todo, measured, strict=True))
+        return {}
+    if measured is None:
+        return {}
+    return {rid: m for (rid, _), m in zip(todo, measured, strict=True)}
 
 
 def mixed_precision(cfg: DictConfig) -> contextlib.AbstractContextManager:
@@ -210,21 +253,41 @@ def _optimizer(module: CompareModule, params: list[nn.Parameter]) -> torch.optim
     return type(own)(params, **own.defaults)
 
 
+def _own_optimizer(module: CompareModule) -> torch.optim.Optimizer | None:
+    """What the module's own `configure_optimizers` gives a run alone, where a cell can repeat it:
+    one optimiser of one parameter group with its class's settings over every parameter (a
+    scheduler, parameter groups or settings of their own: None, the seeds train alone)."""
+    own = module.configure_optimizers()
+    if not isinstance(own, torch.optim.Optimizer) or len(own.param_groups) != 1:
+        return None
+    group = own.param_groups[0]
+    mine = {id(p) for p in group["params"]}
+    if mine != {id(p) for p in module.parameters()} or \
+            any(group[k] != v for k, v in own.defaults.items() if k != "params"):
+        return None
+    return own
+
+
 def _same_step(net: StackedPairNet, modules: list[CompareModule], grads: list[torch.Tensor | None]) -> bool:
     """`STEPS` optimiser steps on copies of the stacked weights, with the batched gradients,
-    against each seed's own steps on its own weights: elementwise kernels treat a tensor's tail
-    apart from its vectorised body, and stacking moves each seed's values within the tensor (the
-    first step adds to zero moments; the later ones do not)."""
+    against each seed's own optimiser (its module's `configure_optimizers`, on a copy of the
+    module) stepping its own weights: elementwise kernels treat a tensor's tail apart from its
+    vectorised body, and stacking moves each seed's values within the tensor (the first step adds
+    to zero moments; the later ones do not)."""
     stacked_copy = [p.detach().clone().requires_grad_() for p in net.parameters()]
     for p, g in zip(stacked_copy, grads, strict=True):
         p.grad = None if g is None else g.clone()
     batched = _optimizer(modules[0], stacked_copy)
     singles = []
     for i, module in enumerate(modules):
-        own = [p.detach().clone().requires_grad_() for p in _in_stack_order(module)]
+        twin = copy.deepcopy(module)
+        own = _in_stack_order(twin)
         for p, g in zip(own, grads, strict=True):
             p.grad = None if g is None else g[i].clone()
-        singles.append((own, _optimizer(module, own)))
+        optimizer = _own_optimizer(twin)
+        if optimizer is None:
+            return False
+        singles.append((own, optimizer))
     for _ in range(STEPS):
         batched.step()
         for i, (own, optimizer) in enumerate(singles):
@@ -236,10 +299,13 @@ def _same_step(net: StackedPairNet, modules: list[CompareModule], grads: list[to
 
 def _same_as_alone(net: StackedPairNet, modules: list[CompareModule], data: list[Any], w: float,
                    smoothing: float, amp: Callable[[], contextlib.AbstractContextManager]) -> bool:
-    """Each seed's outputs, loss, gradients and first optimiser steps, batched and alone, bit for
-    bit, at every batch size the cell will use (the products' kernels, hence their sums' order,
-    depend on the shapes only)."""
+    """Each seed's outputs, loss, gradients and first optimiser steps, batched and alone (the
+    module's own `forward` and `training_step`), bit for bit, at every batch size the cell will
+    use (the products' kernels, hence their sums' order, depend on the shapes only)."""
     params = net.parameters()
+    for module in modules:  # every parameter of a run is one the cell trains
+        if {id(p) for p in _in_stack_order(module)} != {id(p) for p in module.parameters()}:
+            return False
     for stage, size in _batch_sizes(data[0]):
         x, y, c = _stack(tuple(tuple(t[:size] for t in dm.splits[stage]) for dm in data))
         with amp():
@@ -248,11 +314,16 @@ def _same_as_alone(net: StackedPairNet, modules: list[CompareModule], data: list
                       for i in range(len(modules))]
         grads = torch.autograd.grad(sum(losses), params, allow_unused=True)  # aux=1: the classifier gets none
         for i, module in enumerate(modules):
+            # its step may keep what it sums: a copy steps, the module itself is left as built
+            twin = copy.deepcopy(module) if stage == "train" else module
             with amp():
-                alone = module.net(x[i])
-                loss = mixed_loss(alone, y[i], c[i], w, smoothing)
+                alone = twin(x[i])
+                loss = twin.training_step((x[i], y[i], c[i]), 0) if stage == "train" else \
+                    mixed_loss(alone, y[i], c[i], w, smoothing)
+            if not isinstance(loss, torch.Tensor):
+                return False
             mine = [None if g is None else g[i] for g in grads]
-            theirs = torch.autograd.grad(loss, _in_stack_order(module), allow_unused=True)
+            theirs = torch.autograd.grad(loss, _in_stack_order(twin), allow_unused=True)
             if not torch.equal(losses[i], loss) or \
                     not all(torch.equal(o[i], a) for o, a in zip(outputs, alone, strict=True)) or \
                     not all(a is b or (a is not None and b is not None and torch.equal(a, b))
@@ -289,6 +360,11 @@ def _train(cfgs: list[DictConfig]) -> list[dict[str, Any]] | None:
         pl.seed_everything(cfg.seed, verbose=False)  # as `fit`: the module first, then the data module
         modules.append(instantiate(cfg.model, _recursive_=False))
         data.append(instantiate(cfg.data))
+    if not verified(modules):
+        log.info("seeds %s trained one by one: CompareModule or PairNet is not the code their batched cell "
+                 "was verified against (mnist_compare/accel/fused.py, VERIFIED)",
+                 ",".join(str(cfg.seed) for cfg in cfgs))
+        return None
     net = StackedPairNet([m.net for m in modules], compute_dtype(cfgs[0]))
     if not net.ok:
         return None
