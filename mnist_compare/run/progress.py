@@ -13,6 +13,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from mnist_compare.results import FAILURE, METRICS
 
@@ -26,11 +27,11 @@ def announce(total: int, already: int, sweep_dir: Path | None = None) -> None:
     `sweep_dir` held before it (results of other jobs, failures of an earlier launch), which its
     count leaves out: by number and by the newest failure's file time, set by the file server as
     the new files' times are, so a clock that disagrees with ours changes nothing."""
-    there = sweep_dir is not None and sweep_dir.is_dir()
-    results = list(sweep_dir.glob(f"*/{METRICS}")) if there else []  # type: ignore[union-attr]
-    failures = list(sweep_dir.glob(f"*/{FAILURE}")) if there else []  # type: ignore[union-attr]
-    os.environ[ENV] = json.dumps({"total": total, "already": already, "start": time.time(), "results": len(results),
-                                  "failed_before_ns": max((_mtime_ns(p) for p in failures), default=None)})
+    statement: dict[str, Any] = {"total": total, "already": already, "start": time.time()}
+    if sweep_dir is not None:  # (a folder not made yet holds nothing)
+        statement["results"] = sum(1 for _ in sweep_dir.glob(f"*/{METRICS}"))
+        statement["failed_before_ns"] = max((_mtime_ns(p) for p in sweep_dir.glob(f"*/{FAILURE}")), default=None)
+    os.environ[ENV] = json.dumps(statement)
 
 
 def line(sweep_dir: Path, waiting: int = 0) -> str:
