@@ -149,7 +149,7 @@ def dry_build(cfg: DictConfig, built: set[str]) -> None:
             if where == "model":
                 with one_thread():
                     model = instantiate(node, _recursive_=False).to(device)
-                    dry_step(model, model.configure_optimizers(), cfg)
+                    dry_step(model, model.configure_optimizers(), cfg, device)
             elif where == "data":
                 instantiate(node)
             else:
@@ -181,14 +181,13 @@ def run_device(cfg: DictConfig) -> torch.device:
     return torch.device("cuda") if wants_gpu and torch.cuda.is_available() else torch.device("cpu")
 
 
-def dry_step(model: Any, configured: Any, cfg: DictConfig) -> None:
+def dry_step(model: Any, configured: Any, cfg: DictConfig, device: torch.device) -> None:
     """One forward, backward and optimiser step of the model on a synthetic batch of the data's
     shape, on the run's device (a few ms): a layer size that does not fit the next, a loss
     setting or an optimiser option that fails at its first step (e.g. `capturable` on the CPU)
     is refused here, before any job starts, instead of failing every job."""
     batch = cfg.data.get("batch_size")
     n = min(batch, 4) if isinstance(batch, int) and not isinstance(batch, bool) and batch >= 1 else 4
-    device = next(model.parameters()).device
     try:
         optimizer = configured.get("optimizer") if isinstance(configured, dict) else configured
         optimizer = optimizer[0] if isinstance(optimizer, list | tuple) else optimizer
