@@ -271,9 +271,10 @@ def train_command(overrides: list[str], out: Path, sweep: bool, jobs: int = 1) -
     """`python -m mnist_compare.train` as a user would type it, writing into `out`."""
     if not sweep:
         return [sys.executable, "-m", "mnist_compare.train", *overrides, f"hydra.run.dir={hydra_value(out)}"]
-    launcher = [f"hydra.launcher.n_jobs={jobs}"] if jobs > 1 else ["hydra/launcher=basic"]
+    # the user's launcher (hydra/launcher=parallel) at any job count: one job at a time still batches
+    # an MLP cell's seeds, as a user's sweep with hydra.launcher.n_jobs=1 does (basic would not)
     return [sys.executable, "-m", "mnist_compare.train", "-m", *overrides, f"hydra.sweep.dir={hydra_value(out)}",
-            *launcher]
+            f"hydra.launcher.n_jobs={jobs}"]
 
 
 def timed_sweep(out: Path, overrides: list[str], jobs: int) -> tuple[float, list[dict]]:
@@ -305,7 +306,8 @@ def bench_sweep(args: argparse.Namespace) -> None:
         cost = progress_line_cost_ms(Path(out))
     train = sum(r["train_time_s"] for r in records)
     print(f"sweep: {len(records)} runs in {wall:.0f} s wall ({wall / 60:.1f} min); sum of per-run training times "
-          f"{train:.0f} s; {args.jobs} parallel job(s), {os.cpu_count()} cores\n"
+          f"{train:.0f} s; {args.jobs} parallel job(s) (hydra/launcher=parallel, as a user's sweep: MLP cells batched "
+          f"unless fuse_seeds=false), {os.cpu_count()} cores\n"
           f"progress line: {cost:.2f} ms per job with all {len(records)} results in the folder")
 
 

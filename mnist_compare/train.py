@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 
 from mnist_compare.paths import CONF_DIR
 from mnist_compare.results import FAILURE, METRICS, write_json
-from mnist_compare.run import cluster, progress
+from mnist_compare.run import cluster, label, progress
 from mnist_compare.run.fit import fit, replay
 from mnist_compare.run.identity import group_id, identity_config, run_id
 from mnist_compare.run.outcome import mark
@@ -35,8 +35,8 @@ log = logging.getLogger("mnist_compare")
 
 
 def job_label(cfg: DictConfig) -> str:
-    arch = HydraConfig.get().runtime.choices.get("arch")
-    return f"arch={arch} ws={str(cfg.ws).lower()} aux={cfg.aux} seed={cfg.seed}"
+    hydra_cfg = HydraConfig.get()
+    return label.job_label(cfg, hydra_cfg.runtime.choices.get("arch"), list(hydra_cfg.overrides.task))
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")

@@ -24,6 +24,24 @@ CASES = {  # name: (arguments, what the error line must say)
     "aux not a number": (["aux=half"], "aux='half' is not allowed: use a number from 0 to 1"),
     "negative seed": (["seed=-1"], "seed=-1 is not allowed: use an integer >= 0"),
     "non-integer seed": (["seed=1.5"], "seed=1.5 is not allowed: use an integer >= 0"),
+    # values that passed the check and then failed every job (issue 24): refused by range checks
+    # and by a dry training step on one synthetic batch
+    "seed above the largest seed": (["seed=4294967296"], "seed=4294967296 is not allowed: use an integer from 0 to "
+                                                      "4294967295"),
+    "label smoothing of 1 or more": (["model.label_smoothing=1.5"], "model.label_smoothing=1.5 is not allowed: use "
+                                                                    "a number from 0 up to (not including) 1"),
+    "bad label smoothing inside a sweep": (["-m", "model.label_smoothing=0,1"], "model.label_smoothing=1 is not "
+                                                                                "allowed"),
+    "classifier sizes that do not fit the pipes": (
+        ["arch.classifier.sizes=[10,50,2]"], "the model fails a training step on one batch (RuntimeError: mat1 and "
+                                             "mat2 shapes cannot be multiplied"),
+    "an optimiser option that fails at its first step": (
+        ["+model.optimizer.capturable=true", "trainer.accelerator=cpu"],
+        "the model fails a training step on one batch (AssertionError: If capturable=True"),
+    # Hydra's grammar errors, in our words rather than a link to Hydra's docs
+    "a space after a comma in a sweep": (["-m", "aux=0,", "0.5"], "error: `aux=0,` has an empty value: separate a "
+                                                                  "sweep's values with commas and no spaces"),
+    "an unclosed range": (["-m", "seed=range(3"], "error: `seed=range(3` has an unclosed bracket or quote"),
     "zero pairs": (["data.n_pairs=0"], "data.n_pairs=0 is not allowed: use an integer from 1 to 5000"),
     "too many pairs": (["data.n_pairs=5001"], "data.n_pairs=5001 is not allowed: use an integer from 1 to 5000"),
     "batch size 0": (["data.batch_size=0"], "data.batch_size=0 is not allowed: use an integer >= 1"),
@@ -134,6 +152,12 @@ def test_bad_input_is_one_clear_line_exit_2_and_no_folder(outcomes, name):
     assert lines[0].startswith("error: ") and CASES[name][1] in lines[0], lines[0]
     assert "Traceback" not in done.stdout + done.stderr
     assert not where.exists(), f"{name} left {sorted(p.name for p in where.rglob('*'))}"
+
+
+@pytest.mark.parametrize("name", ["a space after a comma in a sweep", "an unclosed range"])
+def test_grammar_errors_are_ours_not_a_link_to_hydras_docs(outcomes, name):
+    done, _ = outcomes[name]
+    assert "hydra.cc" not in done.stderr and "Error parsing override" not in done.stderr, done.stderr
 
 
 def test_a_forked_case_answers_as_the_real_command(outcomes, tmp_path):

@@ -113,3 +113,27 @@ def test_run_benchmark_times_the_batched_cell_of_an_mlp_only(capsys, monkeypatch
     assert out.count("in a sweep, 2 seeds batched") == 1
     shallow = out[out.index("shallow"):]
     assert "in a sweep, 2 seeds batched" in shallow and "ratio to the raw loop" in shallow
+
+
+def test_bench_sweep_runs_the_users_launcher_which_batches_even_one_job_at_a_time(tmp_path):
+    """`bench sweep --jobs 1` timed hydra/launcher=basic, which trains every run alone, while a
+    user's sweep (hydra/launcher=parallel, any n_jobs) trains an MLP cell's seeds as one model."""
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.mnist_compare_launch.plugins import joblib_settings, seed_cells
+    from mnist_compare.paths import CONF_DIR
+    from mnist_compare.run.preflight import PARALLEL_LAUNCHER
+
+    command = bench.train_command([*bench.TABLE1, "seed=range(10)"], tmp_path / "sweep", sweep=True, jobs=1)
+    args = [a for a in command[command.index("mnist_compare.train") + 1:] if a != "-m"]
+    (runs,) = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(args), None)
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):  # the first cell: shallow, its ten seeds
+        cfgs = [compose("train", list(run), return_hydra_config=True) for run in runs[:10]]
+    launcher = OmegaConf.to_container(cfgs[0].hydra.launcher, resolve=True)
+    assert launcher["_target_"] == PARALLEL_LAUNCHER and launcher["n_jobs"] == 1
+    tasks = seed_cells([(i, list(run), cfg) for i, (run, cfg) in enumerate(zip(runs, cfgs, strict=False))],
+                       joblib_settings(launcher))
+    assert max(len(task) for task in tasks) > 1, "no cell batched"

@@ -64,6 +64,30 @@ def _composition(e: ConfigCompositionException) -> str:
     return f"error: {' '.join(text.split())}"
 
 
+def _grammar(e: OverrideParseException) -> str:
+    """A command-line argument Hydra cannot read, in our words (Hydra's own message points to
+    its 1.2 docs): what is wrong with it and how it is spelt."""
+    text = str(getattr(e, "override", "") or "").strip()
+    if not text:
+        return f"error: {str(e).splitlines()[0]}: write each setting as key=value, e.g. aux=0.5"
+    key, eq, value = text.partition("=")
+    pairs = ("()", "[]", "{}")
+    if not eq:
+        why = "is not key=value: a space after a comma splits a sweep in two (write aux=0,0.5, no spaces), " \
+              "and a value with spaces needs quotes around the whole argument ('key=a b')"
+    elif value == "" or value.startswith(",") or value.endswith(",") or ",," in value:
+        why = "has an empty value: separate a sweep's values with commas and no spaces, e.g. aux=0,0.5"
+    elif any(value.count(a) != value.count(b) for a, b in pairs) or value.count("'") % 2 or value.count('"') % 2:
+        why = "has an unclosed bracket or quote: close it, and quote the whole argument for the shell, " \
+              "e.g. 'seed=range(10)' or 'arch.classifier.sizes=[20,50,2]'"
+    elif not key or key.strip() != key or " " in key:
+        why = "has no valid key before `=`: write key=value, e.g. aux=0.5"
+    else:
+        why = "cannot be read as key=value: e.g. aux=0.5, a sweep aux=0,0.5 (no spaces), 'seed=range(10)', " \
+              "'arch.classifier.sizes=[20,50,2]'; quote an argument with spaces, brackets or parentheses"
+    return f"error: `{text}` {why}"
+
+
 def _interrupted(launch: dict[str, Any], argv: list[str]) -> str:
     where = launch.get("dir")
     if launch.get("mode") != "multirun" or where is None:
@@ -91,7 +115,7 @@ def report(e: BaseException, argv: list[str]) -> tuple[str | None, int]:
     if isinstance(e, MissingConfigException):
         return _missing_option(e), 2
     if isinstance(e, OverrideParseException):
-        return f"error: {' '.join(str(e).split())}", 2
+        return _grammar(e), 2
     if isinstance(e, ConfigCompositionException):
         return _composition(e), 2
     where, first = launch.get("dir"), str(e).strip().splitlines()[0] if str(e).strip() else ""

@@ -16,10 +16,11 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
@@ -38,6 +39,8 @@ from mnist_compare.run.provenance import code_version, fingerprint, library_vers
 TOP_LEVEL = ("arch", "ws", "aux", "seed", "threads", "checkpoint_after_s", "fuse_seeds", "accel", "data", "model",
              "trainer", "logger", "callbacks")
 MONITORED = ("val/acc", "val/loss")  # what the module logs for callbacks to monitor
+MAX_SEED = 2**32 - 1  # the largest seed numpy and Lightning's seed_everything take
+PAIR_SHAPE = (2, 14, 14)  # one input of the data module: two 14x14 digits (conf/data/pairs.yaml)
 # the sweeper that runs `check_sweep` itself (conf/hydra/sweeper/checked.yaml)
 CHECKED_SWEEPER = "hydra_plugins.mnist_compare_launch.plugins.CheckedSweeper"
 log = logging.getLogger("mnist_compare")
@@ -63,6 +66,15 @@ def check_settings(cfg: DictConfig) -> None:
         raise UserError(f"ws={cfg.ws!r} is not allowed: use ws=true or ws=false")
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
         raise UserError(f"seed={cfg.seed!r} is not allowed: use an integer >= 0, e.g. seed=0 or 'seed=range(10)'")
+    for key, seed in (("seed", cfg.seed), ("data.seed", cfg.data.get("seed"))):
+        if isinstance(seed, int) and not 0 <= seed <= MAX_SEED:
+            raise UserError(f"{key}={seed} is not allowed: use an integer from 0 to {MAX_SEED} (2**32 - 1, the "
+                            f"largest seed numpy and Lightning take), e.g. {key}=0")
+    smoothing = cfg.model.get("label_smoothing")
+    if smoothing is not None and (isinstance(smoothing, bool) or not isinstance(smoothing, int | float)
+                                  or not 0 <= smoothing < 1):
+        raise UserError(f"model.label_smoothing={smoothing!r} is not allowed: use a number from 0 up to (not "
+                        "including) 1, e.g. model.label_smoothing=0.1")
     threads = cfg.get("threads")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise UserError(f"threads={threads!r} is not allowed: use an integer >= 1, e.g. threads=1")
@@ -121,12 +133,15 @@ def _target_error(e: BaseException, where: str, cfg: DictConfig) -> UserError:
 
 
 def dry_build(cfg: DictConfig, built: set[str]) -> None:
-    """Instantiate the model (with its optimiser and scheduler), the data module (without data)
-    and the trainer with its callbacks, each distinct config once, so that a wrong key, value
-    or `_target_` fails here rather than in the middle of a sweep."""
+    """Instantiate the model (with its optimiser and scheduler, and one training step: `dry_step`),
+    the data module (without data) and the trainer with its callbacks, each distinct config once,
+    so that a wrong key, value or `_target_` fails here rather than in the middle of a sweep."""
     quiet_lightning()
     for where, node in (("model", cfg.model), ("data", cfg.data), ("trainer", cfg.trainer)):
         key = where + json.dumps(OmegaConf.to_container(node, resolve=True), sort_keys=True, default=str)
+        if where == "model":
+            device = run_device(cfg)
+            key += f" on {device.type}"
         if where == "trainer":
             key += json.dumps(OmegaConf.to_container(OmegaConf.create(cfg.get("callbacks") or {}), resolve=True),
                               default=str)
@@ -134,7 +149,9 @@ def dry_build(cfg: DictConfig, built: set[str]) -> None:
             continue
         try:
             if where == "model":
-                instantiate(node, _recursive_=False).configure_optimizers()
+                with one_thread():
+                    model = instantiate(node, _recursive_=False).to(device)
+                    dry_step(model, model.configure_optimizers(), cfg, device)
             elif where == "data":
                 instantiate(node)
             else:
@@ -144,6 +161,56 @@ def dry_build(cfg: DictConfig, built: set[str]) -> None:
         except Exception as e:
             raise _target_error(e, where, cfg) from None
         built.add(key)
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Torch on one thread meanwhile: a model's initialisation and a step on four pairs gain
+    nothing from more, and on a busy machine its threads' spinning cost this check 5-10x the time."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def run_device(cfg: DictConfig) -> torch.device:
+    """Where the run will train: a CUDA GPU when the trainer asks for one, or for `auto`, and one is
+    visible; else the CPU (where a GPU is asked for and none is visible, the trainer refuses)."""
+    accelerator = str(cfg.trainer.get("accelerator", "auto")).lower()
+    wants_gpu = accelerator in ("gpu", "cuda", "auto")
+    return torch.device("cuda") if wants_gpu and torch.cuda.is_available() else torch.device("cpu")
+
+
+def dry_step(model: Any, configured: Any, cfg: DictConfig, device: torch.device) -> None:
+    """One forward, backward and optimiser step of the model on a synthetic batch of the data's
+    shape, on the run's device (a few ms): a layer size that does not fit the next, a loss
+    setting or an optimiser option that fails at its first step (e.g. `capturable` on the CPU)
+    is refused here, before any job starts, instead of failing every job."""
+    batch = cfg.data.get("batch_size")
+    n = min(batch, 4) if isinstance(batch, int) and not isinstance(batch, bool) and batch >= 1 else 4
+    try:
+        optimizer = configured.get("optimizer") if isinstance(configured, dict) else configured
+        optimizer = optimizer[0] if isinstance(optimizer, list | tuple) else optimizer
+        optimizer = optimizer.get("optimizer") if isinstance(optimizer, dict) else optimizer
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # the jobs' seeds untouched
+            x = torch.rand(n, *PAIR_SHAPE, device=device) * 255  # raw pixel values, as data.normalize=false
+            target = torch.randint(0, 2, (n,), device=device)
+            classes = torch.randint(0, 10, (n, 2), device=device)
+            model.train()
+            loss = model.training_step((x, target, classes), 0)
+            loss = loss["loss"] if isinstance(loss, dict) else loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    except UserError:
+        raise
+    except Exception as e:
+        root = _chain(e)[-1]
+        first = str(root).strip().splitlines()[0] if str(root).strip() else ""
+        raise UserError(f"the model fails a training step on one batch ({type(root).__name__}: {first}): check "
+                        "the settings of arch and model (layer sizes, loss, optimiser)") from None
 
 
 def check_data(cfg: DictConfig, prepared: set[str]) -> None:
@@ -263,7 +330,7 @@ def check_sweep(config: DictConfig, overrides: list[list[str]], each_job: bool,
         done = "" if not already else ", all done in an earlier launch" if already == len(jobs) else \
             f", {already} of them done in an earlier launch"
         log.info("%s checked in %.1f s%s", jobs_count(len(jobs)), time.perf_counter() - started, done)
-    progress.announce(len(jobs), already)
+    progress.announce(len(jobs), already, sweep_dir)
     return checked
 
 

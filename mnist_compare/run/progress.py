@@ -13,6 +13,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from mnist_compare.results import FAILURE, METRICS
 
@@ -21,8 +22,16 @@ WINDOW = 10  # jobs whose pace the ETA assumes for the rest
 SPAN_S = 60.0  # and at least this long: a batched cell's results land together (accel/fused.py)
 
 
-def announce(total: int, already: int) -> None:
-    os.environ[ENV] = json.dumps({"total": total, "already": already, "start": time.time()})
+def announce(total: int, already: int, sweep_dir: Path | None = None) -> None:
+    """State this launch for its jobs: `total` jobs, `already` of them finished earlier, and what
+    `sweep_dir` held before it (results of other jobs, failures of an earlier launch), which its
+    count leaves out: by number and by the newest failure's file time, set by the file server as
+    the new files' times are, so a clock that disagrees with ours changes nothing."""
+    statement: dict[str, Any] = {"total": total, "already": already, "start": time.time()}
+    if sweep_dir is not None:  # (a folder not made yet holds nothing)
+        statement["results"] = sum(1 for _ in sweep_dir.glob(f"*/{METRICS}"))
+        statement["failed_before_ns"] = max((_mtime_ns(p) for p in sweep_dir.glob(f"*/{FAILURE}")), default=None)
+    os.environ[ENV] = json.dumps(statement)
 
 
 def line(sweep_dir: Path, waiting: int = 0) -> str:
@@ -45,13 +54,17 @@ def line(sweep_dir: Path, waiting: int = 0) -> str:
     except (KeyError, ValueError):
         return ""
     results = list(sweep_dir.glob(f"*/{METRICS}"))
-    failures = [p for p in sweep_dir.glob(f"*/{FAILURE}") if not (p.parent / METRICS).exists()]
-    done = len(results)
+    stale = sweep.get("failed_before_ns")  # failures of an earlier launch: not this one's
+    failures = [p for p in sweep_dir.glob(f"*/{FAILURE}")
+                if not (p.parent / METRICS).exists() and (stale is None or _mtime_ns(p) > stale)]
+    # this launch's jobs only: results that other jobs left in the folder (an earlier launch with
+    # other seeds) are not counted; without a statement of the folder, every result is
+    done = sweep["already"] + max(0, len(results) - sweep["results"]) if "results" in sweep else len(results)
     total, start, now = sweep["total"], sweep["start"], time.time()
     left = max(0, total - done - len(failures) - waiting)
     eta = ""
     finished = sorted([*(t for t in (_mtime(p) for p in [*results, *failures]) if t >= start), *[now] * waiting])
-    new = done + len(failures) + waiting - sweep["already"]
+    new = done + len(failures) + waiting - sweep["already"]  # ended in this launch
     if left and len(finished) > WINDOW and now > finished[-WINDOW - 1]:
         since = max(start, min(finished[-WINDOW - 1], now - SPAN_S))
         per_job = (now - since) / max(1, sum(t > since for t in finished))
@@ -63,6 +76,13 @@ def line(sweep_dir: Path, waiting: int = 0) -> str:
         seconds = max(0.0, per_job * left)
         eta = f", ETA {seconds / 60:.0f} min" if seconds >= 120 else f", ETA {seconds:.0f} s"
     return f"  [{done}/{total} done, {len(failures)} failed{eta}]"
+
+
+def _mtime_ns(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:  # removed meanwhile (a re-run starting clean)
+        return 0
 
 
 def _mtime(path: Path) -> float:
