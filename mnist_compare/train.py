@@ -30,7 +30,7 @@ from mnist_compare.run.fit import fit, replay
 from mnist_compare.run.identity import group_id, identity_config, run_id
 from mnist_compare.run.outcome import interrupt_not_lost, report
 from mnist_compare.run.preflight import LAUNCH
-from mnist_compare.run.provenance import code_version, library_versions
+from mnist_compare.run.provenance import code_version, launched_code, library_versions, machine, same_code
 from mnist_compare.run.resume import already_done, start_clean
 
 log = logging.getLogger("mnist_compare")
@@ -61,8 +61,9 @@ def run(cfg: DictConfig) -> float | None:
             log.info("%s: already finished in %s, skipped", job_label(cfg), out_dir)
         return done.get("val_acc")
     trained = fused.TRAINED.pop(rid, None)  # trained just now with the other seeds of its cell
-    handler = start_clean(cfg, out_dir, trains=trained is None)
-    code = code_version(config)  # taken before training: an edit made meanwhile is not this run's code
+    code = code_version(config)  # as this process imported it; refused if edited since (nothing touched yet)
+    same_code(code, launched_code())
+    handler = start_clean(cfg, out_dir, trains=trained is None, rid=rid)
     try:
         epochs = "fast_dev_run" if cfg.trainer.get("fast_dev_run") else f"{cfg.trainer.max_epochs} epochs"
         how = f", batched with {trained['seeds'] - 1} other seed{'s' if trained['seeds'] > 2 else ''}" \
@@ -85,7 +86,7 @@ def run(cfg: DictConfig) -> float | None:
         record = {
             "status": "finished", "arch": HydraConfig.get().runtime.choices.get("arch"), "ws": cfg.ws,
             "aux": float(cfg.aux), "seed": cfg.seed, **measured, "run_id": rid, "group_id": group_id(config),
-            "code": code, "versions": library_versions(), "config": config,
+            "code": code, "versions": library_versions(), **machine(), "config": config,
             "overrides": list(HydraConfig.get().overrides.task),
         }
         write_json(out_dir / METRICS, record)

@@ -13,7 +13,7 @@ from typing import Any
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 
 from mnist_compare.errors import UserError
-from mnist_compare.results import METRICS
+from mnist_compare.results import FAILURE, METRICS
 from mnist_compare.run.preflight import LAUNCH, TOP_LEVEL, LaunchRefused, suggest
 
 
@@ -82,4 +82,21 @@ def report(e: BaseException) -> tuple[str | None, int]:
     where, first = LAUNCH.get("dir"), str(e).strip().splitlines()[0] if str(e).strip() else ""
     if where is None:  # before any run started: Hydra's own set-up refused something
         return f"error: the launch failed before any run started ({type(e).__name__}: {first})", 1
-    return f"error: a run failed ({type(e).__name__}: {first}); see failure.json under {where}", 1
+    written = _failures_since(Path(where), LAUNCH.get("start", 0.0))
+    if not written:  # the job failed before its run began (e.g. its folder could not be made)
+        return f"error: a job failed before its run started ({type(e).__name__}: {first}); nothing was recorded " \
+               f"under {where}", 1
+    see = written[0] if len(written) == 1 else f"the {len(written)} {FAILURE} files under {where}"
+    return f"error: a run failed ({type(e).__name__}: {first}); see {see}", 1
+
+
+def _failures_since(where: Path, start: float) -> list[Path]:
+    """The failure records this launch wrote (an earlier launch's are no news)."""
+    found = []
+    for path in [where / FAILURE, *where.glob(f"*/**/{FAILURE}")]:
+        try:
+            if path.stat().st_mtime >= start - 1:
+                found.append(path)
+        except OSError:
+            continue
+    return sorted(set(found))

@@ -26,11 +26,13 @@ from omegaconf.errors import OmegaConfBaseException
 
 from mnist_compare.data.mnist import default_data_dir, prepare_pooled
 from mnist_compare.errors import UserError
+from mnist_compare.results import METRICS, read_json
 from mnist_compare.run import cluster, progress
 from mnist_compare.run.compose import compose_jobs
 from mnist_compare.run.fit import build_trainer, quiet_lightning
 from mnist_compare.run.identity import finished_runs, group_id, identity_config, run_id, targets
 from mnist_compare.run.provenance import code_version, fingerprint, library_versions, source_hash
+from mnist_compare.run.resume import not_ours
 
 # The settings the program reads at the top level; anything else (e.g. `+aux_weight=0.5`) is a slip.
 TOP_LEVEL = ("arch", "ws", "aux", "seed", "threads", "checkpoint_after_s", "fuse_seeds", "data", "model", "trainer",
@@ -67,6 +69,12 @@ def check_settings(cfg: DictConfig) -> None:
         raise UserError(f"ws={cfg.ws!r} is not allowed: use ws=true or ws=false")
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
         raise UserError(f"seed={cfg.seed!r} is not allowed: use an integer >= 0, e.g. seed=0 or 'seed=range(10)'")
+    for key, top in (("weight_sharing", "ws"), ("aux_loss_weight", "aux")):
+        value = cfg.model.get(key, cfg[top])
+        if value != cfg[top] or isinstance(value, bool) != isinstance(cfg[top], bool):
+            was, now = (json.dumps(v) if isinstance(v, bool) else v for v in (value, cfg[top]))
+            raise UserError(f"model.{key}={was} disagrees with {top}={now}: set {top}={was} instead (records, "
+                            f"console and tables name runs by {top})")
     threads = cfg.get("threads")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise UserError(f"threads={threads!r} is not allowed: use an integer >= 1, e.g. threads=1")
@@ -181,9 +189,11 @@ def check_job(cfg: DictConfig, built: set[str], prepared: set[str]) -> dict[str,
     return identity
 
 
-def check_sweep_dir(sweep_dir: Path, jobs: dict[str, tuple[str, Path]]) -> int:
+def check_sweep_dir(sweep_dir: Path, jobs: dict[str, tuple[str, Path]], follows_process: set[str] = frozenset()) -> int:
     """A resumed sweep may only continue runs made by this code, and never overwrite a
-    finished run of another config; returns how many of its jobs are finished already."""
+    finished run of another config; returns how many of its jobs are finished already.
+    `follows_process`: jobs with threads=null, whose thread count (part of their identity) is
+    known only in the process that runs them, where `already_done` checks their folder."""
     done = finished_runs(sweep_dir)
     now = library_versions()
     other = [r for _, r in done.values() if fingerprint(r.get("code"), r.get("versions")) != fingerprint(
@@ -198,7 +208,7 @@ def check_sweep_dir(sweep_dir: Path, jobs: dict[str, tuple[str, Path]]) -> int:
     by_folder = {folder.resolve(): rid for rid, (folder, _) in done.items()}
     for label, (rid, folder) in jobs.items():
         held = by_folder.get(folder.resolve())
-        if held is not None and held != rid:
+        if held is not None and held != rid and label not in follows_process:
             raise UserError(f"{folder} holds a finished run of another config than `{label}`: "
                             "give this sweep its own hydra.sweep.dir=... rather than overwrite it")
     return sum(rid in done for rid, _ in jobs.values())
@@ -230,8 +240,11 @@ class Preflight(Callback):
     def _check_run(self, config: DictConfig) -> None:
         rid = run_id(check_job(config, set(), set()))
         out = Path(config.hydra.run.dir)
-        LAUNCH.update(mode="run", dir=out, jobs=1)
-        check_sweep_dir(out, {"this run": (rid, out)}) if out.is_dir() else None
+        LAUNCH.update(mode="run", dir=out, jobs=1, start=time.time())
+        if out.is_dir():
+            if (held := read_json(out / METRICS)) is None or held.get("status") != "finished":
+                not_ours(out, rid)  # the user's files, or another run's: refused, nothing touched
+            check_sweep_dir(out, {"this run": (rid, out)})
 
     def _check_sweep(self, config: DictConfig) -> None:
         built: set[str] = set()
@@ -243,7 +256,9 @@ class Preflight(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         seen: dict[str, str] = {}
         jobs: dict[str, tuple[str, Path]] = {}
-        started = time.perf_counter()
+        follows_process: set[str] = set()
+        identities = []
+        started, launched = time.perf_counter(), time.time()
         overrides, each_job = job_overrides(config)
         if each_job:  # checking takes ~40 ms a job (120: 4-5 s): say so before the console falls silent
             log.info("checking the settings of %s before %s starts", jobs_count(len(overrides)),
@@ -265,6 +280,9 @@ class Preflight(Callback):
             except UserError as e:
                 raise UserError(f"job `{label}`: {e}") from None
             rid = run_id(identity)
+            identities.append(identity)
+            if cfg.get("threads") is None:
+                follows_process.add(label)
             if each_job:
                 GROUP_IDS[tuple(job)] = group_id(identity)
             if rid in seen:
@@ -273,10 +291,11 @@ class Preflight(Callback):
             seen[rid] = label
             with contextlib.suppress(OmegaConfBaseException):  # a trial number (Optuna) is known only at launch
                 jobs[label] = (rid, sweep_dir / str(cfg.hydra.sweep.subdir))
-        already = check_sweep_dir(sweep_dir, jobs) if sweep_dir.is_dir() else 0
+        already = check_sweep_dir(sweep_dir, jobs, follows_process) if sweep_dir.is_dir() else 0
         if each_job:
             done = "" if not already else ", all done in an earlier launch" if already == len(jobs) else \
                 f", {already} of them done in an earlier launch"
             log.info("%s checked in %.1f s%s", jobs_count(len(jobs)), time.perf_counter() - started, done)
-        LAUNCH.update(mode="multirun", dir=sweep_dir, jobs=len(jobs))
-        progress.announce(len(jobs), already)
+        LAUNCH.update(mode="multirun", dir=sweep_dir, jobs=len(jobs), start=launched)
+        # the code the jobs must run: each job refuses code edited since (provenance.same_code)
+        progress.announce(len(jobs), already, code=code_version({"jobs": identities}))

@@ -21,8 +21,9 @@ WINDOW = 10  # jobs whose pace the ETA assumes for the rest
 SPAN_S = 60.0  # and at least this long: a batched cell's results land together (run/fused.py)
 
 
-def announce(total: int, already: int) -> None:
-    os.environ[ENV] = json.dumps({"total": total, "already": already, "start": time.time()})
+def announce(total: int, already: int, **statement: object) -> None:
+    """`statement`: more the jobs read (`code`: the code the sweep was checked with)."""
+    os.environ[ENV] = json.dumps({"total": total, "already": already, "start": time.time(), **statement})
 
 
 def line(sweep_dir: Path, waiting: int = 0) -> str:

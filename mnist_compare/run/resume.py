@@ -14,17 +14,45 @@ from omegaconf import DictConfig, OmegaConf
 from mnist_compare.errors import UserError
 from mnist_compare.results import DUPLICATE, FAILURE, METRICS, read_json, write_json
 from mnist_compare.run import cluster
-from mnist_compare.run.identity import finished_runs
+from mnist_compare.run.identity import finished_runs, identity_config, run_id
 
 log = logging.getLogger("mnist_compare")
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 
 
-def start_clean(cfg: DictConfig, out_dir: Path, trains: bool = True) -> logging.Handler:
+def attempt_of(out_dir: Path) -> str | None:
+    """The run_id of the run whose attempt `out_dir` holds, from what a run writes there first
+    (`.hydra/config.yaml`) or last (`failure.json`, `metrics.json`); None: no run's."""
+    for name in (FAILURE, METRICS):
+        record = read_json(out_dir / name)
+        if record and isinstance(record.get("run_id"), str):
+            return record["run_id"]
+    try:
+        return run_id(identity_config(OmegaConf.load(out_dir / ".hydra" / "config.yaml")))  # type: ignore[arg-type]
+    except Exception:  # absent, or not a config of this program
+        return None
+
+
+def not_ours(out_dir: Path, rid: str) -> None:
+    """Refuses (UserError) a non-empty folder that holds no earlier attempt of this run: its
+    files are the user's (or another run's), and a run deletes only what it wrote itself."""
+    if not out_dir.is_dir():
+        return
+    found = sorted(p.name for p in out_dir.iterdir())
+    if not found or attempt_of(out_dir) == rid or found == [DUPLICATE]:
+        return
+    listed = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+    raise UserError(f"{out_dir} is not empty ({listed}) and holds no earlier attempt of this run: nothing was "
+                    "touched; give the run a new or empty folder (hydra.run.dir=... or hydra.sweep.dir=...)")
+
+
+def start_clean(cfg: DictConfig, out_dir: Path, trains: bool = True, rid: str | None = None) -> logging.Handler:
     """A (re)started job begins with an empty log: what an unfinished attempt left (TensorBoard
     events, checkpoints, a failure record) would overlap the new one. Hydra's own record of the
     job (`.hydra/`) is written here, by a job that trains, so finished jobs are never touched.
-    `trains=False`: the job writes what its seed measured in a batched cell, from the start."""
+    `trains=False`: the job writes what its seed measured in a batched cell, from the start.
+    `rid`: the run's id; a folder holding files of anything else is refused, nothing deleted."""
+    not_ours(out_dir, rid if rid is not None else run_id(identity_config(cfg)))
     if trains and cluster.resumable(cfg, out_dir):  # it continues from its last.ckpt, which rewrites its log
         shutil.rmtree(out_dir / ".hydra", ignore_errors=True)
         (out_dir / FAILURE).unlink(missing_ok=True)
