@@ -211,7 +211,7 @@ def test_model_settings_that_disagree_with_ws_or_aux_are_refused(tmp_path, overr
 # ------------------------------------------------------------------ 7: long override lists
 
 def test_long_override_lists_get_short_distinct_folder_names():
-    long = [f"arch.pipe.sizes=[196,{','.join(['8'] * 80)},10]", "seed=1"]
+    long = [f"arch.pipe.sizes=[196,{','.join(['16'] * 90)},10]", "seed=1"]
     name = job_dirname(long)
     assert len(name.encode()) <= MAX_NAME_BYTES and name == job_dirname(list(reversed(long)))
     assert job_dirname([long[0], "seed=2"]) != name
