@@ -49,6 +49,8 @@ def on_path(tmp_path):
     sys.path.remove(str(tmp_path))
     for name in [m for m in sys.modules if m.split(".")[0] in ("edited_pkg", "ns_pkg")]:
         del sys.modules[name]
+    for name in ("edited_pkg", "ns_pkg"):
+        provenance.IMPORTED.pop(name, None)
 
 
 def test_user_code_is_the_code_imported_and_an_edit_since_is_refused(on_path):

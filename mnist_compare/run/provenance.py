@@ -101,15 +101,15 @@ class _SnapshotOnImport(importlib.abc.MetaPathFinder):
     may be edited meanwhile (a run would otherwise record the edit and compute with the old code)."""
 
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
-        if "." in name or name in IMPORTED or name in _NOT_USER or name in sys.stdlib_module_names:
+        if "." in name or name in _NOT_USER or name in sys.stdlib_module_names:  # (again on a reload)
             return None
         try:
             spec = next((s for f in sys.meta_path if f is not self and hasattr(f, "find_spec")
                          and (s := f.find_spec(name, path, target)) is not None), None)
             files = _user_files(spec)
-            if files is None:
+            if files is None and spec is not None:
                 _NOT_USER.add(name)
-            else:
+            elif files is not None:
                 IMPORTED[name] = _hash_files(files)
         except Exception:  # never stands in an import's way: the module is then hashed from the disk
             pass
