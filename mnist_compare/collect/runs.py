@@ -142,11 +142,11 @@ def _read_job(sweep: str, root: Path, job: Path) -> tuple[dict[str, Any] | None,
         return None, {**where, "status": "missing", "detail": "no metrics.json (interrupted or running)"}
     if record.get("status", "finished") != "finished":
         return None, {**where, "status": str(record["status"]), "detail": "metrics.json not finished"}
+    if (why := invalid(record)) is not None:
+        return None, {**where, "status": "invalid", "detail": f"metrics.json: {why}"}
     if bad := nonfinite(record):
         return None, {**where, "status": "failed", "detail": f"metrics.json: non-finite {', '.join(bad[:3])}"
                       f"{' ...' if len(bad) > 3 else ''} (the model diverged)"}
-    if (why := invalid(record)) is not None:
-        return None, {**where, "status": "invalid", "detail": f"metrics.json: {why}"}
     if record.get("epochs", 0) < record.get("max_epochs", 1) and not record.get("stopped_early"):
         detail = f"{record.get('epochs')} of {record.get('max_epochs')} epochs"
         return None, {**where, "status": "incomplete", "detail": detail}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 from pathlib import Path
@@ -20,17 +21,22 @@ log = logging.getLogger("mnist_compare")
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 
 
-def attempt_of(out_dir: Path) -> str | None:
-    """The run_id of the run whose attempt `out_dir` holds, from what a run writes there first
-    (`.hydra/config.yaml`) or last (`failure.json`, `metrics.json`); None: no run's."""
+def attempts_in(out_dir: Path) -> set[str]:
+    """The run_ids of the runs whose attempts `out_dir` holds, from what a run writes there first
+    (`.hydra/config.yaml`) or last (`failure.json`, also a SLURM job's record of its stop; `metrics.json`)."""
+    found, configs = set(), []
     for name in (FAILURE, METRICS):
-        record = read_json(out_dir / name)
-        if record and isinstance(record.get("run_id"), str):
-            return record["run_id"]
-    try:
-        return run_id(identity_config(OmegaConf.load(out_dir / ".hydra" / "config.yaml")))  # type: ignore[arg-type]
-    except Exception:  # absent, or not a config of this program
-        return None
+        record = read_json(out_dir / name) or {}
+        if isinstance(record.get("run_id"), str):
+            found.add(record["run_id"])
+        elif isinstance(record.get("config"), dict):
+            configs.append(record["config"])
+    with contextlib.suppress(Exception):
+        configs.append(OmegaConf.load(out_dir / ".hydra" / "config.yaml"))
+    for config in configs:
+        with contextlib.suppress(Exception):  # not a config of this program
+            found.add(run_id(identity_config(OmegaConf.create(config))))
+    return found
 
 
 def not_ours(out_dir: Path, rid: str) -> None:
@@ -39,7 +45,7 @@ def not_ours(out_dir: Path, rid: str) -> None:
     if not out_dir.is_dir():
         return
     found = sorted(p.name for p in out_dir.iterdir())
-    if not found or attempt_of(out_dir) == rid or found == [DUPLICATE]:
+    if not found or found == [DUPLICATE] or rid in attempts_in(out_dir):
         return
     listed = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
     raise UserError(f"{out_dir} is not empty ({listed}) and holds no earlier attempt of this run: nothing was "
