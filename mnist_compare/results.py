@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -13,6 +14,18 @@ FAILURE = "failure.json"
 DUPLICATE = "duplicate.json"  # a launch whose run was already finished in another folder
 
 
+def finite_json(value: Any) -> Any:
+    """`value` with NaN and infinities as the strings "NaN", "Infinity", "-Infinity": bare NaN is
+    not JSON (most readers refuse the file), and a string is never taken for a number."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return json.dumps(value)
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_json(v) for v in value]
+    return value
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -20,7 +33,7 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     try:
         os.fchmod(fd, 0o644)  # as any file the user writes (mkstemp makes it private)
         with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
+            json.dump(finite_json(data), f, indent=1, allow_nan=False)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -28,7 +28,7 @@ from mnist_compare.run import cluster, label, progress
 from mnist_compare.run.fit import fit, replay
 from mnist_compare.run.identity import group_id, identity_config, run_id
 from mnist_compare.run.outcome import mark
-from mnist_compare.run.provenance import code_version, library_versions
+from mnist_compare.run.provenance import code_version, launched_code, library_versions, machine, same_code
 from mnist_compare.run.resume import already_done, start_clean
 
 log = logging.getLogger("mnist_compare")
@@ -65,8 +65,9 @@ def run(cfg: DictConfig, trained: dict[str, Any] | None = None) -> float | None:
         if (out_dir / METRICS).exists():
             log.info("%s: already finished in %s, skipped", job_label(cfg), out_dir)
         return done.get("val_acc")
-    handler = start_clean(cfg, out_dir, trains=trained is None)
-    code = code_version(config)  # taken before training: an edit made meanwhile is not this run's code
+    code = code_version(config)  # as this process imported it; refused if edited since (nothing touched yet)
+    same_code(code, launched_code())
+    handler = start_clean(cfg, out_dir, trains=trained is None, rid=rid)
     try:
         epochs = "fast_dev_run" if cfg.trainer.get("fast_dev_run") else f"{cfg.trainer.max_epochs} epochs"
         how = f", batched with {trained['seeds'] - 1} other seed{'s' if trained['seeds'] > 2 else ''}" \
@@ -89,7 +90,7 @@ def run(cfg: DictConfig, trained: dict[str, Any] | None = None) -> float | None:
         record = {
             "status": "finished", "arch": HydraConfig.get().runtime.choices.get("arch"), "ws": cfg.ws,
             "aux": float(cfg.aux), "seed": cfg.seed, **measured, "run_id": rid, "group_id": group_id(config),
-            "code": code, "versions": library_versions(), "config": config,
+            "code": code, "versions": library_versions(), **machine(), "config": config,
             "overrides": list(HydraConfig.get().overrides.task),
         }
         write_json(out_dir / METRICS, record)

@@ -80,7 +80,9 @@ def code_versions(runs: pd.DataFrame) -> str:
             return "no code record" + torch
         commit = str(code.get("commit") or "?")[:10] + (" (dirty)" if code.get("dirty") else "")
         source = str(code.get("source_hash") or "?")[:10]
-        return f"{code.get('version', '?')} commit {commit} source {source}{torch}"
+        mine = code.get("user_modules")
+        user = "".join(f", {k} {str(v)[:10]}" for k, v in sorted(mine.items())) if isinstance(mine, dict) else ""
+        return f"{code.get('version', '?')} commit {commit} source {source}{user}{torch}"
 
     none = [None] * len(runs)
     counts = Counter(name(c, v) for c, v in zip(runs.get("code", none), runs.get("versions", none), strict=True))
@@ -88,6 +90,29 @@ def code_versions(runs: pd.DataFrame) -> str:
     if len(counts) == 1:
         return f"Code: {listed}."
     return f"**The runs come from {len(counts)} code versions**: {listed}."
+
+
+MACHINE = (("cpu", "CPU models"), ("cpu_capability", "ATen kernel sets"))
+
+
+def mixed_machines(runs: pd.DataFrame) -> str | None:
+    """A line naming the groups whose seeds ran on different CPU models or ATen kernel sets
+    (AVX2, AVX512, ...): their numbers may differ by more than the seeds (docs/reproducibility.md)."""
+    found = []
+    for key, what in MACHINE:
+        if key not in runs.columns:
+            continue
+        recorded = runs[key].map(lambda v: "not recorded" if v is None or (isinstance(v, float) and math.isnan(v))
+                                 else str(v))
+        for _, group in runs.assign(_m=recorded).groupby("group", sort=True):
+            if group["_m"].nunique() > 1:
+                first = group.iloc[0]
+                counts = "; ".join(f"{k}: {v}" for k, v in group["_m"].value_counts().sort_index().items())
+                found.append(f"{first['context']}, {cell_name(first['ws'], first['aux'])}: {group['_m'].nunique()} "
+                             f"{what} ({counts})")
+    if not found:
+        return None
+    return f"**Groups mixing machines** (their spread may include the machines'): {'. '.join(found)}."
 
 
 def variant_section(sweep: Sweep, variants: pd.DataFrame, notes: list[str]) -> list[str]:
@@ -143,6 +168,7 @@ def write_tables(out: Path, sweep: Sweep, summary: pd.DataFrame, effects: pd.Dat
         "",
         code_versions(runs),
         "",
+        *([mixed, ""] if (mixed := mixed_machines(runs)) else []),
         summary_view(summary, labels, one_kind).to_markdown(index=False, disable_numparse=True),
         "",
         f"## Table-1 view: {what}; mean ± std over seeds",

@@ -103,6 +103,22 @@ OPTIONAL = (
 )
 
 
+NONFINITE = ("NaN", "Infinity", "-Infinity")  # how results.write_json spells them
+
+
+def nonfinite(record: dict[str, Any]) -> list[str]:
+    """The figures of a record that are NaN or infinite: a diverged model, never averaged
+    (records before such runs were refused held bare NaN; later ones spell it as a string)."""
+    def bad(v: Any) -> bool:
+        return (isinstance(v, float) and not math.isfinite(v)) or (isinstance(v, str) and v in NONFINITE)
+
+    found = [k for k, v in record.items() if k not in ("config", "code", "versions", "overrides") and bad(v)]
+    history = record.get("history")
+    if isinstance(history, dict):
+        found += [f"history.{k}" for k, v in history.items() if isinstance(v, list) and any(bad(x) for x in v)]
+    return found
+
+
 def invalid(record: dict[str, Any]) -> str | None:
     """Why a record that says it finished is no valid finished run (None: it is one)."""
     reasons = [f"no {key}" for key, _, _ in REQUIRED if key not in record]
@@ -128,6 +144,9 @@ def _read_job(sweep: str, root: Path, job: Path) -> tuple[dict[str, Any] | None,
         return None, {**where, "status": str(record["status"]), "detail": "metrics.json not finished"}
     if (why := invalid(record)) is not None:
         return None, {**where, "status": "invalid", "detail": f"metrics.json: {why}"}
+    if bad := nonfinite(record):
+        return None, {**where, "status": "failed", "detail": f"metrics.json: non-finite {', '.join(bad[:3])}"
+                      f"{' ...' if len(bad) > 3 else ''} (the model diverged)"}
     if record.get("epochs", 0) < record.get("max_epochs", 1) and not record.get("stopped_early"):
         detail = f"{record.get('epochs')} of {record.get('max_epochs')} epochs"
         return None, {**where, "status": "incomplete", "detail": detail}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import platform
 import signal
 import time
@@ -107,9 +108,35 @@ def replay(cfg: DictConfig, out_dir: Path, trained: dict[str, Any]) -> dict[str,
     return record
 
 
+class NonFiniteRun(Exception):
+    """A model whose figures are not finite (it diverged): a failed run, never a finished one."""
+
+
+def nonfinite(record: dict[str, Any]) -> list[str]:
+    """The figures of a record that are NaN or infinite (`history.train_loss` for a curve)."""
+    def bad(v: Any) -> bool:
+        return isinstance(v, float) and not math.isfinite(v)
+
+    found = [k for k, v in record.items() if bad(v)]
+    found += [f"history.{k}" for k, v in (record.get("history") or {}).items() if any(bad(x) for x in v)]
+    return found
+
+
 def measured_record(cfg: DictConfig, n_params: int, history: dict[str, list[float]],
                     final: dict[str, dict[str, float]], epochs: int, delivered: int, selection: str,
                     train_time: float, device: str) -> dict[str, Any]:
+    """Raises NonFiniteRun where a figure is NaN or infinite: its accuracies would enter the
+    tables as if the model had trained."""
+    record = _measured(cfg, n_params, history, final, epochs, delivered, selection, train_time, device)
+    if bad := nonfinite(record):
+        raise NonFiniteRun(f"non-finite figures ({', '.join(bad[:4])}{', ...' if len(bad) > 4 else ''}): the model "
+                           "diverged; try a smaller model.optimizer.lr")
+    return record
+
+
+def _measured(cfg: DictConfig, n_params: int, history: dict[str, list[float]],
+              final: dict[str, dict[str, float]], epochs: int, delivered: int, selection: str,
+              train_time: float, device: str) -> dict[str, Any]:
     return {
         "n_params": n_params,
         "max_epochs": 1 if cfg.trainer.get("fast_dev_run") else cfg.trainer.max_epochs,

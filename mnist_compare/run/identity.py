@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,21 @@ def identity_config(cfg: DictConfig) -> dict[str, Any]:
     assert isinstance(plain, dict)
     for dotted in NEUTRAL_KEYS:
         _drop(plain, dotted)
+    if "threads" in plain and plain["threads"] is None:
+        plain["threads"] = process_threads()
     return canonical(plain)
+
+
+def process_threads() -> int:
+    """The thread count a run with `threads=null` trains with: the cores SLURM gave its job
+    (`run/cluster.py`), else torch's own choice in this process (OMP_NUM_THREADS, the cores).
+    It changes a ConvNet's numbers, so it stands in the run's identity for the null."""
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if os.environ.get("SLURM_JOB_ID") and cpus.isdigit():
+        return int(cpus)
+    import torch  # here: the collector reads identities without torch
+
+    return torch.get_num_threads()
 
 
 def digest(tree: Any) -> str:
@@ -113,7 +128,20 @@ def job_dirname(task_overrides: ListConfig | list[str]) -> str:
         if key in NEUTRAL_KEYS or o.is_sweep_override():
             continue
         parts.append(f"{key}=null" if o.is_delete() else f"{key}={_spell(o.value())}")
-    return ",".join(sorted(parts)) or "defaults"
+    return _fit_name(",".join(sorted(parts)) or "defaults")
+
+
+MAX_NAME_BYTES = 200  # file systems allow 255 bytes a name; the rest is kept for Hydra's and our suffixes
+
+
+def _fit_name(name: str) -> str:
+    """A name a file system accepts: a long one is cut and ends with a hash of the whole, so
+    distinct settings keep distinct folders and a resumed sweep finds the same one."""
+    if len(name.encode()) <= MAX_NAME_BYTES:
+        return name
+    tag = f"...{hashlib.sha256(name.encode()).hexdigest()[:16]}"
+    head = name.encode()[:MAX_NAME_BYTES - len(tag)].decode(errors="ignore")
+    return head + tag
 
 
 OmegaConf.register_new_resolver("mc_job_dir", job_dirname, replace=True)  # conf/train.yaml: hydra.sweep.subdir

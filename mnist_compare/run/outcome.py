@@ -8,6 +8,8 @@ sweep (the checked sweeper, or a job of any other) what ends a sweep.
 from __future__ import annotations
 
 import _thread
+import json
+import os
 import shlex
 import signal
 import sys
@@ -18,7 +20,8 @@ from typing import Any
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 
 from mnist_compare.errors import UserError
-from mnist_compare.results import METRICS
+from mnist_compare.results import FAILURE, METRICS
+from mnist_compare.run import progress
 from mnist_compare.run.preflight import TOP_LEVEL, LaunchRefused, suggest
 
 LAUNCH = "mnist_compare_launch"  # the attribute of a marked exception
@@ -121,4 +124,29 @@ def report(e: BaseException, argv: list[str]) -> tuple[str | None, int]:
     where, first = launch.get("dir"), str(e).strip().splitlines()[0] if str(e).strip() else ""
     if where is None:  # before any run started: Hydra's own set-up refused something
         return f"error: the launch failed before any run started ({type(e).__name__}: {first})", 1
-    return f"error: a run failed ({type(e).__name__}: {first}); see failure.json under {where}", 1
+    written = _failures_since(Path(where), launch_start())
+    if not written:  # the job failed before its run began (e.g. its folder could not be made)
+        return f"error: a job failed before its run started ({type(e).__name__}: {first}); nothing was recorded " \
+               f"under {where}", 1
+    see = written[0] if len(written) == 1 else f"the {len(written)} {FAILURE} files under {where}"
+    return f"error: a run failed ({type(e).__name__}: {first}); see {see}", 1
+
+
+def launch_start() -> float:
+    """When this process's launch was checked (`progress.announce`); 0 where it announced none."""
+    try:
+        return float(json.loads(os.environ.get(progress.ENV) or "{}").get("start", 0.0))
+    except (ValueError, TypeError, AttributeError):
+        return 0.0
+
+
+def _failures_since(where: Path, start: float) -> list[Path]:
+    """The failure records this launch wrote (an earlier launch's are no news)."""
+    found = []
+    for path in [where / FAILURE, *where.glob(f"*/**/{FAILURE}")]:
+        try:
+            if path.stat().st_mtime >= start - 1:
+                found.append(path)
+        except OSError:
+            continue
+    return sorted(set(found))

@@ -30,10 +30,12 @@ from omegaconf.errors import OmegaConfBaseException
 
 from mnist_compare.data.mnist import default_data_dir, prepare_pooled
 from mnist_compare.errors import UserError
+from mnist_compare.results import METRICS, read_json
 from mnist_compare.run import cluster, progress
 from mnist_compare.run.fit import build_trainer, quiet_lightning
 from mnist_compare.run.identity import finished_runs, group_id, identity_config, run_id, targets
 from mnist_compare.run.provenance import code_version, fingerprint, library_versions, source_hash
+from mnist_compare.run.resume import not_ours
 
 # The settings the program reads at the top level; anything else (e.g. `+aux_weight=0.5`) is a slip.
 TOP_LEVEL = ("arch", "ws", "aux", "seed", "threads", "checkpoint_after_s", "fuse_seeds", "accel", "data", "model",
@@ -75,6 +77,12 @@ def check_settings(cfg: DictConfig) -> None:
                                   or not 0 <= smoothing < 1):
         raise UserError(f"model.label_smoothing={smoothing!r} is not allowed: use a number from 0 up to (not "
                         "including) 1, e.g. model.label_smoothing=0.1")
+    for key, top in (("weight_sharing", "ws"), ("aux_loss_weight", "aux")):
+        value = cfg.model.get(key, cfg[top])
+        if value != cfg[top] or isinstance(value, bool) != isinstance(cfg[top], bool):
+            was, now = (json.dumps(v) if isinstance(v, bool) else v for v in (value, cfg[top]))
+            raise UserError(f"model.{key}={was} disagrees with {top}={now}: set {top}={was} instead (records, "
+                            f"console and tables name runs by {top})")
     threads = cfg.get("threads")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise UserError(f"threads={threads!r} is not allowed: use an integer >= 1, e.g. threads=1")
@@ -263,9 +271,11 @@ def check_job(cfg: DictConfig, built: set[str], prepared: set[str]) -> dict[str,
     return identity
 
 
-def check_sweep_dir(sweep_dir: Path, jobs: dict[str, tuple[str, Path]]) -> int:
+def check_sweep_dir(sweep_dir: Path, jobs: dict[str, tuple[str, Path]], follows_process: set[str] = frozenset()) -> int:
     """A resumed sweep may only continue runs made by this code, and never overwrite a
-    finished run of another config; returns how many of its jobs are finished already."""
+    finished run of another config; returns how many of its jobs are finished already.
+    `follows_process`: jobs with threads=null, whose thread count (part of their identity) is
+    known only in the process that runs them, where `already_done` checks their folder."""
     done = finished_runs(sweep_dir)
     now = library_versions()
     other = [r for _, r in done.values() if fingerprint(r.get("code"), r.get("versions")) != fingerprint(
@@ -280,7 +290,7 @@ def check_sweep_dir(sweep_dir: Path, jobs: dict[str, tuple[str, Path]]) -> int:
     by_folder = {folder.resolve(): rid for rid, (folder, _) in done.items()}
     for label, (rid, folder) in jobs.items():
         held = by_folder.get(folder.resolve())
-        if held is not None and held != rid:
+        if held is not None and held != rid and label not in follows_process:
             raise UserError(f"{folder} holds a finished run of another config than `{label}`: "
                             "give this sweep its own hydra.sweep.dir=... rather than overwrite it")
     return sum(rid in done for rid, _ in jobs.values())
@@ -306,6 +316,8 @@ def check_sweep(config: DictConfig, overrides: list[list[str]], each_job: bool,
     seen: dict[str, str] = {}
     jobs: dict[str, tuple[str, Path]] = {}
     checked = []
+    follows_process: set[str] = set()
+    identities = []
     started = time.perf_counter()
     if each_job:  # checking takes ~40 ms a job (120: 4-5 s): say so before the console falls silent
         log.info("checking the settings of %s before %s starts", jobs_count(len(overrides)),
@@ -318,6 +330,9 @@ def check_sweep(config: DictConfig, overrides: list[list[str]], each_job: bool,
         except UserError as e:
             raise UserError(f"job `{label}`: {e}") from None
         rid = run_id(identity)
+        identities.append(identity)
+        if cfg.get("threads") is None:
+            follows_process.add(label)
         if rid in seen:
             raise UserError(f"jobs `{seen[rid]}` and `{label}` are the same run (same resolved config): "
                             "list each value once")
@@ -325,12 +340,13 @@ def check_sweep(config: DictConfig, overrides: list[list[str]], each_job: bool,
         checked.append((job, cfg, group_id(identity)))
         with contextlib.suppress(OmegaConfBaseException):  # a trial number (Optuna) is known only at launch
             jobs[label] = (rid, sweep_dir / str(cfg.hydra.sweep.subdir))
-    already = check_sweep_dir(sweep_dir, jobs) if sweep_dir.is_dir() else 0
+    already = check_sweep_dir(sweep_dir, jobs, follows_process) if sweep_dir.is_dir() else 0
     if each_job:
         done = "" if not already else ", all done in an earlier launch" if already == len(jobs) else \
             f", {already} of them done in an earlier launch"
         log.info("%s checked in %.1f s%s", jobs_count(len(jobs)), time.perf_counter() - started, done)
-    progress.announce(len(jobs), already, sweep_dir)
+    # the code the jobs must run: each job refuses code edited since (provenance.same_code)
+    progress.announce(len(jobs), already, sweep_dir, code=code_version({"jobs": identities}))
     return checked
 
 
@@ -357,4 +373,7 @@ class Preflight(Callback):
     def _check_run(self, config: DictConfig) -> None:
         rid = run_id(check_job(config, set(), set()))
         out = Path(config.hydra.run.dir)
-        check_sweep_dir(out, {"this run": (rid, out)}) if out.is_dir() else None
+        if out.is_dir():
+            if (held := read_json(out / METRICS)) is None or held.get("status") != "finished":
+                not_ours(out, rid)  # the user's files, or another run's: refused, nothing touched
+            check_sweep_dir(out, {"this run": (rid, out)})

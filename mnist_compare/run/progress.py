@@ -22,12 +22,13 @@ WINDOW = 10  # jobs whose pace the ETA assumes for the rest
 SPAN_S = 60.0  # and at least this long: a batched cell's results land together (accel/fused.py)
 
 
-def announce(total: int, already: int, sweep_dir: Path | None = None) -> None:
+def announce(total: int, already: int, sweep_dir: Path | None = None, **more: object) -> None:
     """State this launch for its jobs: `total` jobs, `already` of them finished earlier, and what
     `sweep_dir` held before it (results of other jobs, failures of an earlier launch), which its
     count leaves out: by number and by the newest failure's file time, set by the file server as
-    the new files' times are, so a clock that disagrees with ours changes nothing."""
-    statement: dict[str, Any] = {"total": total, "already": already, "start": time.time()}
+    the new files' times are, so a clock that disagrees with ours changes nothing. `more`: what else
+    the jobs read (`code`: the code the sweep was checked with)."""
+    statement: dict[str, Any] = {"total": total, "already": already, "start": time.time(), **more}
     if sweep_dir is not None:  # (a folder not made yet holds nothing)
         statement["results"] = sum(1 for _ in sweep_dir.glob(f"*/{METRICS}"))
         statement["failed_before_ns"] = max((_mtime_ns(p) for p in sweep_dir.glob(f"*/{FAILURE}")), default=None)

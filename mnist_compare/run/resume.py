@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 from pathlib import Path
@@ -14,17 +15,50 @@ from omegaconf import DictConfig, OmegaConf
 from mnist_compare.errors import UserError
 from mnist_compare.results import DUPLICATE, FAILURE, METRICS, read_json, write_json
 from mnist_compare.run import cluster
-from mnist_compare.run.identity import finished_runs
+from mnist_compare.run.identity import finished_runs, identity_config, run_id
 
 log = logging.getLogger("mnist_compare")
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 
 
-def start_clean(cfg: DictConfig, out_dir: Path, trains: bool = True) -> logging.Handler:
+def attempts_in(out_dir: Path) -> set[str]:
+    """The run_ids of the runs whose attempts `out_dir` holds, from what a run writes there first
+    (`.hydra/config.yaml`) or last (`failure.json`, also a SLURM job's record of its stop; `metrics.json`)."""
+    found, configs = set(), []
+    for name in (FAILURE, METRICS):
+        record = read_json(out_dir / name) or {}
+        if isinstance(record.get("run_id"), str):
+            found.add(record["run_id"])
+        elif isinstance(record.get("config"), dict):
+            configs.append(record["config"])
+    with contextlib.suppress(Exception):
+        configs.append(OmegaConf.load(out_dir / ".hydra" / "config.yaml"))
+    for config in configs:
+        with contextlib.suppress(Exception):  # not a config of this program
+            found.add(run_id(identity_config(OmegaConf.create(config))))
+    return found
+
+
+def not_ours(out_dir: Path, rid: str) -> None:
+    """Refuses (UserError) a non-empty folder that holds no earlier attempt of this run: its
+    files are the user's (or another run's), and a run deletes only what it wrote itself."""
+    if not out_dir.is_dir():
+        return
+    found = sorted(p.name for p in out_dir.iterdir())
+    if not found or found == [DUPLICATE] or rid in attempts_in(out_dir):
+        return
+    listed = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+    raise UserError(f"{out_dir} is not empty ({listed}) and holds no earlier attempt of this run: nothing was "
+                    "touched; give the run a new or empty folder (hydra.run.dir=... or hydra.sweep.dir=...)")
+
+
+def start_clean(cfg: DictConfig, out_dir: Path, trains: bool = True, rid: str | None = None) -> logging.Handler:
     """A (re)started job begins with an empty log: what an unfinished attempt left (TensorBoard
     events, checkpoints, a failure record) would overlap the new one. Hydra's own record of the
     job (`.hydra/`) is written here, by a job that trains, so finished jobs are never touched.
-    `trains=False`: the job writes what its seed measured in a batched cell, from the start."""
+    `trains=False`: the job writes what its seed measured in a batched cell, from the start.
+    `rid`: the run's id; a folder holding files of anything else is refused, nothing deleted."""
+    not_ours(out_dir, rid if rid is not None else run_id(identity_config(cfg)))
     if trains and cluster.resumable(cfg, out_dir):  # it continues from its last.ckpt, which rewrites its log
         shutil.rmtree(out_dir / ".hydra", ignore_errors=True)
         (out_dir / FAILURE).unlink(missing_ok=True)
