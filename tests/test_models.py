@@ -96,6 +96,7 @@ def test_allocator_keeps_freed_memory_on_glibc():
     assert keep_freed_memory() is (platform.libc_ver()[0] == "glibc")
 
 
+@pytest.mark.slow
 def test_allocator_serves_large_buffers_without_fresh_mappings():
     """After `keep_freed_memory`, a ConvNet-sized buffer (40 MB: the WS evaluation's activations)
     comes from the heap, not from a fresh mapping that page-faults every epoch; without it glibc
@@ -182,3 +183,53 @@ def test_pooling_runs_before_relu_and_gives_the_protocols_numbers(arch):
             assert same_bits(*outs)
         assert all(same_bits(p, q) for p, q in zip(ours.parameters(), protocol.parameters(), strict=True))
         assert all(same_bits(p, q) for p, q in zip(ours.buffers(), protocol.buffers(), strict=True))
+
+
+def smoothed_ce(logits: torch.Tensor, target: torch.Tensor, s: float) -> torch.Tensor:
+    """Cross-entropy with label smoothing `s`, written out: the target's share 1 - s + s/K, every
+    class s/K, averaged over the batch."""
+    logp = logits.log_softmax(1)
+    return -((1 - s) * logp.gather(1, target[:, None]).squeeze(1) + s * logp.mean(1)).mean()
+
+
+@pytest.mark.parametrize("w", [0.0, 0.3, 1.0])
+def test_label_smoothing_reaches_every_term_of_the_loss(w):
+    """`experiment=best` trains with smoothing 0.05 and aux 0.5: a term left unsmoothed moves its
+    loss. Each term is checked on its own (the other terms' inputs fixed) against the written-out
+    formula and against `F.cross_entropy`."""
+    s = 0.2
+    torch.manual_seed(1)
+    logits, a, b = torch.randn(16, 2) * 3, torch.randn(16, 10) * 3, torch.randn(16, 10) * 3
+    target, classes = torch.randint(0, 2, (16,)), torch.randint(0, 10, (16, 2))
+    terms = (smoothed_ce(logits, target, s), smoothed_ce(a, classes[:, 0], s), smoothed_ce(b, classes[:, 1], s))
+    assert torch.allclose(terms[0], F.cross_entropy(logits, target, label_smoothing=s))
+    expected = (1 - w) * terms[0] + w * (terms[1] + terms[2]) / 2
+    assert torch.allclose(mixed_loss((logits, a, b), target, classes, w, label_smoothing=s), expected)
+    assert not torch.allclose(mixed_loss((logits, a, b), target, classes, w), expected)  # smoothing matters here
+    # one term at a time: a logit moved in one output moves the loss by that term's smoothed change only
+    for i, weight in enumerate((1 - w, w / 2, w / 2)):
+        outputs = [logits, a, b]
+        moved = outputs[i].clone()
+        moved[:, 0] += 2.0
+        outputs[i] = moved
+        labels = (target, classes[:, 0], classes[:, 1])[i]
+        change = weight * (smoothed_ce(moved, labels, s) - terms[i])
+        got = mixed_loss(tuple(outputs), target, classes, w, label_smoothing=s)
+        assert torch.allclose(got - expected, change, atol=1e-6), i
+
+
+@pytest.mark.parametrize("arch", ["shallow", "conv"])
+def test_without_weight_sharing_each_pipe_learns_from_its_own_image_only(arch):
+    """Each image goes through its own pipe: a loss on one digit's output reaches that image's
+    pipe and that image only; the other pipe and the other image get no gradient."""
+    net = build(arch, False).net
+    for i in range(2):
+        net.zero_grad(set_to_none=True)
+        x = torch.rand(4, 2, 14, 14, requires_grad=True)
+        outputs = net(x)
+        assert torch.allclose(outputs[1 + i], net.pipes[i](x[:, i:i + 1]), atol=1e-5)
+        outputs[1 + i].square().sum().backward()
+        own, other = net.pipes[i], net.pipes[1 - i]
+        assert all(p.grad is not None for p in own.parameters()) and any(p.grad.any() for p in own.parameters())
+        assert all(p.grad is None or not p.grad.any() for p in other.parameters()), i
+        assert x.grad[:, i].any() and not x.grad[:, 1 - i].any(), i
