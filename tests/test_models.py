@@ -233,3 +233,19 @@ def test_without_weight_sharing_each_pipe_learns_from_its_own_image_only(arch):
         assert all(p.grad is not None for p in own.parameters()) and any(p.grad.any() for p in own.parameters())
         assert all(p.grad is None or not p.grad.any() for p in other.parameters()), i
         assert x.grad[:, i].any() and not x.grad[:, 1 - i].any(), i
+
+
+@pytest.mark.parametrize("w", [0.0, 1.0])
+def test_a_zero_weight_term_is_skipped_not_multiplied_by_zero(w):
+    """aux=0 trains on the comparison alone, aux=1 on the digits alone: the unused outputs take
+    no part, so even a non-finite one (0 * inf is nan) leaves the loss as it is."""
+    torch.manual_seed(0)
+    logits, a, b = torch.randn(8, 2), torch.randn(8, 10), torch.randn(8, 10)
+    target, classes = torch.randint(0, 2, (8,)), torch.randint(0, 10, (8, 2))
+    expected = mixed_loss((logits, a, b), target, classes, w)
+    if w == 0:
+        a, b = torch.full_like(a, float("inf")), torch.full_like(b, float("nan"))
+    else:
+        logits = torch.full_like(logits, float("inf"))
+    got = mixed_loss((logits, a, b), target, classes, w)
+    assert torch.isfinite(got) and torch.equal(got, expected)
