@@ -104,3 +104,23 @@ def test_finished_runs_are_found_by_run_id_and_only_finished_ones(tmp_path):
     assert sorted(found) == sorted(["r1", run_id(config)])
     assert found["r1"][0] == tmp_path / "sweep" / "a" and found[run_id(config)][1]["status"] == "finished"
     assert OmegaConf.create(found["r1"][1]["config"]) == OmegaConf.create(config)
+
+
+def test_a_neutral_key_under_a_missing_or_plain_parent_is_left_alone():
+    from mnist_compare.run.identity import _drop
+
+    tree = {"data": {"data_dir": "/x", "seed": 0}, "trainer": 5}
+    _drop(tree, "data.data_dir")
+    _drop(tree, "trainer.enable_progress_bar")  # its parent is no mapping: nothing to drop
+    _drop(tree, "logger.save_dir")  # no parent at all
+    _drop(tree, "absent")
+    assert tree == {"data": {"seed": 0}, "trainer": 5}
+
+
+def test_the_first_folder_of_a_run_found_twice_is_kept(tmp_path):
+    record = {"status": "finished", "config": {"seed": 0}, "run_id": "same"}
+    for name in ("b", "a", "c"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps(record))
+    assert finished_runs(tmp_path)["same"][0] == tmp_path / "a"  # in sorted order
+    assert finished_runs(tmp_path / "nothing") == {}

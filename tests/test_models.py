@@ -249,3 +249,55 @@ def test_a_zero_weight_term_is_skipped_not_multiplied_by_zero(w):
         logits = torch.full_like(logits, float("inf"))
     got = mixed_loss((logits, a, b), target, classes, w)
     assert torch.isfinite(got) and torch.equal(got, expected)
+
+
+def kinds(net: torch.nn.Module) -> list[str]:
+    return [type(m).__name__ for m in net]
+
+
+def test_mlp_layers_in_order():
+    """ReLU (then batch norm before it, dropout after it) on hidden layers only, never on the output."""
+    from mnist_compare.models.nets import mlp
+
+    assert kinds(mlp([196, 50, 10])) == ["Flatten", "Linear", "ReLU", "Linear"]
+    net = mlp([20, 8, 6, 2], dropout=0.25, batch_norm=True)
+    assert kinds(net) == ["Flatten", "Linear", "BatchNorm1d", "ReLU", "Dropout", "Linear", "BatchNorm1d", "ReLU",
+                          "Dropout", "Linear"]
+    assert [(m.in_features, m.out_features) for m in net if isinstance(m, torch.nn.Linear)] == [(20, 8), (8, 6), (6, 2)]
+    assert all(m.p == 0.25 for m in net if isinstance(m, torch.nn.Dropout))
+    assert all(m.num_features in (8, 6) for m in net if isinstance(m, torch.nn.BatchNorm1d))
+    assert kinds(mlp([3, 2])) == ["Flatten", "Linear"]
+
+
+def test_conv_pipe_layers_and_memory_format():
+    """The study's ConvNet: 3x3 convs, pooling (where its size is above 1) before each ReLU, then the
+    MLP on the flattened features; `best`'s batch norm after each conv, dropout in the MLP."""
+    from mnist_compare.models.nets import conv_pipe
+
+    pipe = conv_pipe()
+    assert kinds(pipe) == ["Conv2d", "ReLU", "Conv2d", "MaxPool2d", "ReLU", "Conv2d", "ReLU", "Conv2d", "MaxPool2d",
+                           "ReLU", "Sequential"]
+    convs = [m for m in pipe if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size, c.padding) for c in convs] == [
+        (1, 16, (3, 3), (1, 1)), (16, 32, (3, 3), (0, 0)), (32, 64, (3, 3), (1, 1)), (64, 64, (3, 3), (0, 0))]
+    assert [m.kernel_size for m in pipe if isinstance(m, torch.nn.MaxPool2d)] == [2, 4]
+    head = pipe[-1]
+    assert kinds(head) == ["Flatten", "Linear", "ReLU", "Linear"] and (head[1].in_features, head[3].out_features) == (
+        64, 10)
+    assert all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    assert all(c.weight.is_contiguous() for c in conv_pipe(channels_last=False) if isinstance(c, torch.nn.Conv2d))
+    best = conv_pipe(batch_norm=True, dropout=0.3, pool=(1, 2, 1, 2), padding=(1, 1, 1, 1))
+    assert kinds(best)[:3] == ["Conv2d", "BatchNorm2d", "ReLU"] and kinds(best[-1]).count("Dropout") == 1
+    assert best[-1][1].in_features == 64 * 3 * 3 and pipe(torch.rand(5, 1, 14, 14)).shape == (5, 10)
+
+
+def test_the_probability_classifier_sees_each_digits_softmax():
+    from mnist_compare.models.nets import DigitProbabilities, prob_classifier
+
+    x = torch.randn(4, 20)
+    p = DigitProbabilities()(x)
+    assert torch.allclose(p[:, :10], x[:, :10].softmax(1)) and torch.allclose(p[:, 10:], x[:, 10:].softmax(1))
+    net = prob_classifier([20, 16, 2], dropout=0.1)
+    assert isinstance(net[0], DigitProbabilities) and kinds(net[1]) == ["Flatten", "Linear", "ReLU", "Dropout",
+                                                                        "Linear"]
+    assert net(x).shape == (4, 2)

@@ -60,6 +60,13 @@ EDGES = [
     ("ws=1", "ws=1 is not allowed: use ws=true or ws=false"),
     ("fuse_seeds=false", None),
     ("fuse_seeds=0", "fuse_seeds=0 is not allowed"),
+    ("~fuse_seeds", None),  # left out: its default
+    # only the settings the program reads, and an architecture named by its file
+    ("+aux_weight=0.5", "aux_weight is not a setting this program reads: did you mean aux?"),
+    ("+arch.name=shallow", None),
+    ("+arch.name=deep", "arch=shallow has `name: deep` inside: delete that line"),
+    # a callback that monitors a figure: one the module logs, on validation pairs
+    ("callbacks=best_on_val", "callbacks monitor val/loss but data.val_pairs=0: hold out validation pairs"),
 ]
 
 
@@ -106,4 +113,21 @@ def test_data_ranges_are_exact_at_their_edges(kwargs, error):
         return
     with pytest.raises(UserError) as refused:
         PairDataModule(**kwargs)
+    assert str(refused.value).startswith(error), str(refused.value)
+
+
+@pytest.mark.parametrize(("overrides", "error"), [
+    (["callbacks=best_on_val", "data.val_pairs=100"], None),
+    (["callbacks=best_on_val", "data.val_pairs=100", "callbacks.best_on_val.monitor=val/acc"], None),
+    (["callbacks=best_on_val", "data.val_pairs=100", "callbacks.best_on_val.monitor=val/accuracy"],
+     "callbacks.best_on_val.monitor=val/accuracy is not logged: use one of val/acc, val/loss"),
+    (["callbacks=best_on_val", "data.val_pairs=100", "callbacks.best_on_val=null"], None),
+    (["callbacks=best_on_val", "~callbacks.best_on_val.monitor"], None),  # monitors nothing: no pairs needed
+])
+def test_monitored_figures_are_logged_ones_on_validation_pairs(hydra, overrides, error):
+    if error is None:
+        settings(*overrides)
+        return
+    with pytest.raises(UserError) as refused:
+        settings(*overrides)
     assert str(refused.value).startswith(error), str(refused.value)
