@@ -45,7 +45,7 @@ def test_canonical_spells_integral_floats_as_ints_and_nothing_else():
 def test_flatten_and_targets_name_every_leaf_by_its_dotted_key():
     tree = {"a": {"b": 1, "c": {"d": [1, 2]}, "e": {}}, "f": None}
     assert flatten(tree) == {"a.b": 1, "a.c.d": [1, 2], "a.e": {}, "f": None}
-    nested = {"_target_": "x.A", "opt": {"_target_": "y.B"}, "cbs": [{"_target_": "z.C"}, 3], "n": 1}
+    nested = {"_target_": "x.A", "opt": {"_target_": "y.B"}, "cbs": [{"_target_": "z.C"}, 3], "n": {"k": 1}}
     assert sorted(targets(nested)) == [("_target_", "x.A"), ("cbs.0._target_", "z.C"), ("opt._target_", "y.B")]
     assert targets([{"_target_": "t"}]) == [("0._target_", "t")] and targets(5) == []
 
@@ -86,6 +86,7 @@ def test_folder_names_spell_each_value_once():
     assert job_dirname(["ws=True", "aux=0.0", "seed=3"]) == "aux=0,seed=3,ws=true"
     assert job_dirname([]) == "defaults" and job_dirname(["fuse_seeds=false"]) == "defaults"
     assert job_dirname(["~data.augment"]) == "data.augment=null"
+    assert job_dirname(["~data.shuffle=false"]) == "data.shuffle=null"  # deleted, whatever value it names
     assert job_dirname(["model.scheduler=null"]) == "model.scheduler=null"
     assert job_dirname(["+x=[1.0,2.5]"]) == "x=[1,2.5]"
     assert job_dirname(["+x={a:1.0,b:false}"]) == "x={a:1,b:false}"
