@@ -301,3 +301,32 @@ def test_the_probability_classifier_sees_each_digits_softmax():
     assert isinstance(net[0], DigitProbabilities) and kinds(net[1]) == ["Flatten", "Linear", "ReLU", "Dropout",
                                                                         "Linear"]
     assert net(x).shape == (4, 2)
+
+
+def test_counts_and_figures_by_hand():
+    """Three pairs whose outputs are set by hand: which comparisons and digits are right is
+    known, so each count, and the epoch's figures made from them, is checked exactly."""
+    from mnist_compare.models.module import add_eval_batch, counts, eval_figures, train_figures, train_sums
+
+    def one_hot(rows, n):
+        return torch.eye(n)[torch.tensor(rows)] * 5
+
+    classes = torch.tensor([[3, 7], [8, 2], [5, 5]])
+    target = (classes[:, 0] <= classes[:, 1]).long()  # 1, 0, 1
+    logits = one_hot([1, 1, 1], 2)  # right, wrong, right
+    a = one_hot([3, 8, 4], 10)  # right, right, wrong
+    b = one_hot([7, 9, 5], 10)  # right, wrong, right
+    # the rule on the predicted digits: 3<=7 right, 8<=9 says 1 (wrong), 4<=5 says 1 (right)
+    assert counts((logits, a, b), target, classes).tolist() == [2, 4, 2]
+    loss = torch.tensor(0.5)
+    sums = [train_sums(loss, (logits, a, b), target, classes),
+            train_sums(torch.tensor(1.0), (logits[:1], a[:1], b[:1]), target[:1], classes[:1])]
+    assert sums[0].tolist() == [1.5, 2, 4, 2, 3]
+    assert train_figures(sums) == pytest.approx({"loss": 2.5 / 4, "acc": 3 / 4, "aux_acc": 6 / 8})
+    evaluated = [0.0, 0, 0, 0, 0]
+    add_eval_batch(evaluated, (logits, a, b), target, classes)
+    add_eval_batch(evaluated, (logits[:1], a[:1], b[:1]), target[:1], classes[:1])
+    main = F.cross_entropy(logits, target, reduction="sum") + F.cross_entropy(logits[:1], target[:1], reduction="sum")
+    assert evaluated[1:] == [3, 6, 3, 4] and evaluated[0] == pytest.approx(main.item())
+    assert eval_figures(evaluated) == pytest.approx(
+        {"loss": main.item() / 4, "acc": 3 / 4, "aux_acc": 6 / 8, "rule_acc": 3 / 4})
