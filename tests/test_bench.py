@@ -35,6 +35,7 @@ def test_gpu_benchmark_never_writes_into_earlier_results(tmp_path, monkeypatch, 
     assert (tmp_path / "gpu" / "summary.txt").read_text() == "earlier figures\n"
 
 
+@pytest.mark.slow
 def test_gpu_benchmark_commands_compose_on_any_machine(tmp_path):
     """Each command the GPU benchmark will run parses and composes (the first job of a sweep),
     output folders with `=` and `,` in their names included: a GPU session is too short to find

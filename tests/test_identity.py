@@ -3,6 +3,7 @@ check rest on. Two spellings of one run must hash alike; two runs that can diffe
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 
@@ -24,7 +25,9 @@ from mnist_compare.run.identity import (
 )
 
 
+@functools.cache
 def composed(*overrides: str):
+    """The config of a run with `overrides` (composed once per spelling: the tests only read it)."""
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         return compose("train", list(overrides), return_hydra_config=True)
 

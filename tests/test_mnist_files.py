@@ -66,6 +66,7 @@ def test_data_dir_that_cannot_be_created(tmp_path):
         mnist.prepare_pooled(blocker / "data")
 
 
+@pytest.mark.slow
 def test_truncated_or_edited_cache_is_rebuilt_from_the_raw_files(copied, monkeypatch):
     monkeypatch.setattr(mnist, "SOURCES", [])
     cache = mnist.prepare_pooled(copied)

@@ -151,6 +151,7 @@ def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
     return torch.equal(a.float().view(torch.int32), b.float().view(torch.int32))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["conv", "best"])
 def test_pooling_runs_before_relu_and_gives_the_protocols_numbers(arch):
     """The protocol's order is conv, ReLU, max-pooling; pooling first is the same function with

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 import torch
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
@@ -55,6 +56,7 @@ def test_pooling_matches_a_hand_computation(mnist_dir):
         assert pooled[i, j].item() == sum(block) / 4
 
 
+@pytest.mark.slow
 def test_same_seed_same_tensors_in_another_process(mnist_dir):
     here = generate_pair_sets(50, 7)
     import hashlib
