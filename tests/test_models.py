@@ -302,6 +302,7 @@ def test_the_probability_classifier_sees_each_digits_softmax():
     assert isinstance(net[0], DigitProbabilities) and kinds(net[1]) == ["Flatten", "Linear", "ReLU", "Dropout",
                                                                         "Linear"]
     assert net(x).shape == (4, 2)
+    assert "Dropout" not in kinds(prob_classifier([20, 16, 2])[1])  # none unless asked for
 
 
 def test_counts_and_figures_by_hand():
@@ -331,3 +332,16 @@ def test_counts_and_figures_by_hand():
     assert evaluated[1:] == [3, 6, 3, 4] and evaluated[0] == pytest.approx(main.item())
     assert eval_figures(evaluated) == pytest.approx(
         {"loss": main.item() / 4, "acc": 3 / 4, "aux_acc": 6 / 8, "rule_acc": 3 / 4})
+
+
+def test_training_sums_stay_on_the_models_device():
+    """A GPU run keeps its per-batch sums on the GPU (no sync per step): stood in for here by
+    PyTorch's `meta` device, on which a CPU tensor in the sums fails as it would on a GPU."""
+    from mnist_compare.models.module import train_sums
+
+    outputs = tuple(torch.randn(4, k, device="meta") for k in (2, 10, 10))
+    target = torch.zeros(4, dtype=torch.long, device="meta")
+    classes = torch.zeros(4, 2, dtype=torch.long, device="meta")
+    sums = train_sums(torch.ones((), device="meta"), outputs, target, classes)
+    assert sums.device.type == "meta" and sums.shape == (5,)
+    assert mixed_loss(outputs, target, classes, 0.5).device.type == "meta"
