@@ -316,22 +316,22 @@ def test_counts_and_figures_by_hand():
     classes = torch.tensor([[3, 7], [8, 2], [5, 5]])
     target = (classes[:, 0] <= classes[:, 1]).long()  # 1, 0, 1
     logits = one_hot([1, 1, 1], 2)  # right, wrong, right
-    a = one_hot([3, 8, 4], 10)  # right, right, wrong
+    a = one_hot([3, 8, 5], 10)  # right, right, right
     b = one_hot([7, 9, 5], 10)  # right, wrong, right
-    # the rule on the predicted digits: 3<=7 right, 8<=9 says 1 (wrong), 4<=5 says 1 (right)
-    assert counts((logits, a, b), target, classes).tolist() == [2, 4, 2]
+    # the rule on the predicted digits: 3<=7 right, 8<=9 says 1 (wrong), 5<=5 says 1 (right: a tie)
+    assert counts((logits, a, b), target, classes).tolist() == [2, 5, 2]
     loss = torch.tensor(0.5)
     sums = [train_sums(loss, (logits, a, b), target, classes),
             train_sums(torch.tensor(1.0), (logits[:1], a[:1], b[:1]), target[:1], classes[:1])]
-    assert sums[0].tolist() == [1.5, 2, 4, 2, 3]
-    assert train_figures(sums) == pytest.approx({"loss": 2.5 / 4, "acc": 3 / 4, "aux_acc": 6 / 8})
+    assert sums[0].tolist() == [1.5, 2, 5, 2, 3]
+    assert train_figures(sums) == pytest.approx({"loss": 2.5 / 4, "acc": 3 / 4, "aux_acc": 7 / 8})
     evaluated = [0.0, 0, 0, 0, 0]
     add_eval_batch(evaluated, (logits, a, b), target, classes)
     add_eval_batch(evaluated, (logits[:1], a[:1], b[:1]), target[:1], classes[:1])
     main = F.cross_entropy(logits, target, reduction="sum") + F.cross_entropy(logits[:1], target[:1], reduction="sum")
-    assert evaluated[1:] == [3, 6, 3, 4] and evaluated[0] == pytest.approx(main.item())
+    assert evaluated[1:] == [3, 7, 3, 4] and evaluated[0] == pytest.approx(main.item())
     assert eval_figures(evaluated) == pytest.approx(
-        {"loss": main.item() / 4, "acc": 3 / 4, "aux_acc": 6 / 8, "rule_acc": 3 / 4})
+        {"loss": main.item() / 4, "acc": 3 / 4, "aux_acc": 7 / 8, "rule_acc": 3 / 4})
 
 
 def test_training_sums_stay_on_the_models_device():
