@@ -17,6 +17,8 @@ from conftest import ROOT, run_cli
 
 from mnist_compare.data import mnist
 
+pytestmark = pytest.mark.slow  # each case runs the command in a process of its own
+
 CASES = {  # name: (arguments, what the error line must say)
     "unknown arch": (["arch=lenet"], "arch=lenet is unknown: use one of best, conv, deep, shallow"),
     "unknown arch in a sweep": (["-m", "arch=shallow,lenet"], "arch=lenet is unknown"),

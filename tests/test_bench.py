@@ -35,6 +35,7 @@ def test_gpu_benchmark_never_writes_into_earlier_results(tmp_path, monkeypatch, 
     assert (tmp_path / "gpu" / "summary.txt").read_text() == "earlier figures\n"
 
 
+@pytest.mark.slow
 def test_gpu_benchmark_commands_compose_on_any_machine(tmp_path):
     """Each command the GPU benchmark will run parses and composes (the first job of a sweep),
     output folders with `=` and `,` in their names included: a GPU session is too short to find
@@ -61,6 +62,7 @@ def test_gpu_benchmark_commands_compose_on_any_machine(tmp_path):
     assert [o for o in steps["table1"][0] if o.startswith("trainer.")] == ["trainer.accelerator=gpu"]
 
 
+@pytest.mark.slow
 def test_bench_refuses_a_count_below_one():
     done = run_cli("mnist_compare.bench", "sweep", "--seeds", "0")
     assert done.returncode == 2 and "0 is not a positive whole number" in done.stderr and not done.stdout
@@ -103,6 +105,7 @@ def test_layer_benchmark_refuses_a_pipe_without_convolutions(capsys, keep_thread
     assert stop.value.code == 2 and "no convolution" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_run_benchmark_times_the_batched_cell_of_an_mlp_only(capsys, monkeypatch, keep_threads, mnist_dir):
     """A sweep's MLP runs train in batched cells, its ConvNet runs alone: `bench runs` times each
     architecture's runs the way a sweep trains them."""

@@ -356,6 +356,7 @@ def test_validation_selected_runs_are_said_so(tmp_path):
     assert (tmp_path / "curves.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_report_comparison_written_from_protocol_cells(tmp_path):
     for seed in range(10):
         for arch in ("shallow", "conv"):
@@ -379,6 +380,7 @@ def test_report_comparison_written_from_protocol_cells(tmp_path):
     assert not (only_other / "vs_report.md").exists()
 
 
+@pytest.mark.slow
 def test_outputs_are_written_and_readable(sweep):
     md = collect(sweep)
     for name in ("results.md", "results.csv", "results.tex", "paired_effects.csv", "runs.csv", "curves.png",
@@ -390,6 +392,7 @@ def test_outputs_are_written_and_readable(sweep):
     assert "nan" not in md.replace("FloatingPointError: nan", "").replace("test_acc is nan", "")
 
 
+@pytest.mark.slow
 def test_real_tiny_sweep(tmp_path, mnist_dir):
     root = tmp_path / "multirun" / "tiny"
     done = train("-m", "arch=shallow", "ws=true,false", "aux=0,0.5", "seed=0,1", "trainer.max_epochs=2",
@@ -504,6 +507,7 @@ def test_variant_effects_pair_each_later_folder_with_the_first(tmp_path):
     assert rows[0]["verdict"] == "loss (Holm p < 0.05)" and rows[2]["verdict"] == "not significant at 5% (Holm)"
 
 
+@pytest.mark.slow
 def test_variant_effects_are_written_with_several_folders(tmp_path):
     fp32, bf16, warm = _precision_folders(tmp_path)
     out = tmp_path / "out"

@@ -61,7 +61,8 @@ def same(a: DictConfig, b: DictConfig) -> bool:
 
 @pytest.mark.parametrize(("sweep", "in_full"), [
     # the study: one composition per architecture, the 40 jobs of each differ in values only
-    (["arch=shallow,deep,conv", "ws=true,false", "aux=0,0.5", "seed=0"], 3),
+    pytest.param(["arch=shallow,deep,conv", "ws=true,false", "aux=0,0.5", "seed=0"], 3,
+                 marks=pytest.mark.slow),  # 12 jobs composed twice: the fast tier has the others
     # values of nested keys, of several types, and a fixed value beside them
     (["model.optimizer.lr=0.1,0.01", "trainer.max_epochs=2", "data.val_pairs=0,200", "threads=1",
       "trainer.precision=32-true,bf16-mixed"], 1),

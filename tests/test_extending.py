@@ -45,11 +45,13 @@ def test_the_guide_has_its_five_examples():
     assert len(guide_commands()) == 5
 
 
+@pytest.mark.slow
 def test_every_command_of_the_guide_succeeds(ran):
     for command, done in ran[1]:
         assert done.returncode == 0, f"{command}\n{done.stderr[-2000:]}"
 
 
+@pytest.mark.slow
 def test_external_architecture_and_code_are_labelled_and_recorded(ran):
     where, _ = ran
     records = {i: json.loads((where / "outputs" / str(i) / "metrics.json").read_text()) for i in range(3)}
@@ -58,6 +60,7 @@ def test_external_architecture_and_code_are_labelled_and_recorded(ran):
     assert records[2]["config"]["model"]["_target_"] == "mylab.module.WarmupAux"
 
 
+@pytest.mark.slow
 def test_the_collected_comparison_sets_the_variant_beside_the_study(ran):
     where, _ = ran
     runs = (where / "multirun" / "warmup-vs-table1" / "runs.csv").read_text()
@@ -68,6 +71,7 @@ def test_the_collected_comparison_sets_the_variant_beside_the_study(ran):
     assert len(variants) == 1 + 2 and all(",3," in line and "WarmupAux" in line for line in variants[1:])
 
 
+@pytest.mark.slow
 def test_a_misspelt_external_name_lists_what_hydra_sees(mnist_dir, tmp_path):
     done = train("--config-dir", str(ROOT / "examples" / "mylab" / "conf"), "arch=tinyy", "trainer=fast_dev_run",
                  f"hydra.run.dir={tmp_path / 'x'}")
@@ -75,6 +79,7 @@ def test_a_misspelt_external_name_lists_what_hydra_sees(mnist_dir, tmp_path):
     assert "arch=tinyy is unknown: use one of best, conv, deep, lenet, shallow, tiny" in done.stderr
 
 
+@pytest.mark.slow
 def test_a_copied_arch_file_is_labelled_by_its_own_name(mnist_dir, tmp_path):
     (tmp_path / "conf" / "arch").mkdir(parents=True)
     (tmp_path / "conf" / "arch" / "wide.yaml").write_text((ROOT / "conf" / "arch" / "shallow.yaml").read_text())

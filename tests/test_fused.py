@@ -42,6 +42,7 @@ def trained(cfgs: list, sweep_dir: Path = Path("/nonexistent")) -> dict:
     ("arch=shallow", "ws=false", "aux=0.3", "arch.pipe.sizes=[196,64,32,10]", "data.batch_size=64",
      "data.shuffle=true", "data.normalize=true", "model.label_smoothing=0.1", "+model.optimizer.weight_decay=0.01"),
 ])
+@pytest.mark.slow
 def test_each_seed_of_a_cell_repeats_its_solo_run(overrides, mnist_dir, tmp_path):
     cfgs = configs(*overrides)
     batched = trained(cfgs)
@@ -70,10 +71,12 @@ def test_each_seed_of_a_cell_repeats_its_solo_run(overrides, mnist_dir, tmp_path
      "+model.scheduler.step_size=1"),
     ("logger._target_=pytorch_lightning.loggers.CSVLogger",),
 ])
+@pytest.mark.slow
 def test_what_a_cell_does_not_repeat_trains_alone(overrides, mnist_dir):
     assert trained(configs("arch=shallow", *overrides, epochs=1)) == {}
 
 
+@pytest.mark.slow
 def test_a_batch_that_would_not_repeat_the_solo_layers_trains_alone(mnist_dir, monkeypatch, caplog):
     """The cell compares its batched layers with each seed's own on its data before training."""
     product = fused.torch.baddbmm
@@ -83,6 +86,7 @@ def test_a_batch_that_would_not_repeat_the_solo_layers_trains_alone(mnist_dir, m
     assert "do not repeat the solo ones" in caplog.text
 
 
+@pytest.mark.slow
 def test_a_batched_optimiser_step_that_would_not_repeat_the_solo_ones_trains_alone(mnist_dir, monkeypatch, caplog):
     """The cell's check takes one optimiser step both ways too: elementwise kernels treat a
     tensor's tail apart, and stacking moves each seed's values within the tensor."""
@@ -100,6 +104,7 @@ def test_a_batched_optimiser_step_that_would_not_repeat_the_solo_ones_trains_alo
     assert "do not repeat the solo ones" in caplog.text
 
 
+@pytest.mark.slow
 def test_a_failure_in_the_batch_leaves_its_seeds_to_train_alone(mnist_dir, monkeypatch, caplog):
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory")
@@ -110,6 +115,7 @@ def test_a_failure_in_the_batch_leaves_its_seeds_to_train_alone(mnist_dir, monke
     assert "seeds 0,1 trained one by one: batching them failed (RuntimeError: out of memory)" in caplog.text
 
 
+@pytest.mark.slow
 def test_a_cell_trains_only_its_unfinished_seeds(mnist_dir, tmp_path):
     cfgs = configs("arch=shallow", seeds=range(4), epochs=1)
     for cfg in cfgs[:2]:  # finished in an earlier launch of the sweep
@@ -133,6 +139,7 @@ def records(sweep: Path) -> dict[str, tuple]:
     return out
 
 
+@pytest.mark.slow
 def test_a_sweep_with_batched_cells_writes_the_records_of_one_without(tmp_path, mnist_dir):
     sweep = ["-m", "arch=shallow", "ws=true,false", "aux=0.5", "seed=range(4)", "trainer.max_epochs=1",
              "hydra.launcher.n_jobs=2"]
@@ -146,6 +153,7 @@ def test_a_sweep_with_batched_cells_writes_the_records_of_one_without(tmp_path, 
     assert records(made) == records(tmp_path / "alone")
 
 
+@pytest.mark.slow
 def test_a_cells_first_record_counts_its_other_seeds_as_ended(tmp_path, mnist_dir):
     """The progress line of a cell's first record (train.py passes the seeds trained with it):
     one worker, two cells of two seeds; when the last cell's first record is written, the one
@@ -159,6 +167,7 @@ def test_a_cells_first_record_counts_its_other_seeds_as_ended(tmp_path, mnist_di
     assert sweep.stdout.count("batched with 1 other seed ") == 4
 
 
+@pytest.mark.slow
 def test_the_launcher_batches_plain_mlp_cells_only_and_keeps_the_jobs_order():
     from hydra_plugins.mnist_compare_launch.plugins import seed_cells
 

@@ -9,7 +9,10 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
+
+pytestmark = pytest.mark.slow  # a pip install
 
 
 def test_a_plain_install_runs_from_another_folder(tmp_path, mnist_dir):

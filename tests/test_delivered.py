@@ -1,0 +1,94 @@
+"""The delivered model: with a checkpoint chosen on validation pairs, the record's test and
+validation figures are those of the chosen epoch's weights, not of the last epoch's."""
+
+from __future__ import annotations
+
+import platform
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from mnist_compare.paths import CONF_DIR
+from mnist_compare.run.fit import fit
+
+
+def scored(model, split) -> dict[str, float]:
+    """The comparison accuracy and mean loss of `model` on a split, written out."""
+    x, target, _ = split
+    with torch.no_grad():
+        logits = model(x)[0]
+    return {"acc": (logits.argmax(1) == target).sum().item() / len(target),
+            "loss": F.cross_entropy(logits, target).item()}
+
+
+def test_an_epoch_chosen_before_the_last_is_the_one_scored_and_recorded(tmp_path, mnist_dir):
+    """The checkpoint callback is made to keep the epoch with the *highest* validation loss, which
+    (the loss falling from epoch to epoch) is the first: deterministic, and a few seconds. Early
+    stopping on the same rule ends the run after its second epoch, of four. Scoring the last
+    epoch's weights instead gives other test and validation figures."""
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", ["callbacks=best_on_val", "callbacks.best_on_val.mode=max", "data.n_pairs=300",
+                                "data.val_pairs=100", "trainer.max_epochs=4", "model.optimizer.lr=0.003",
+                                "+callbacks.stop._target_=pytorch_lightning.callbacks.EarlyStopping",
+                                "+callbacks.stop.monitor=val/loss", "+callbacks.stop.mode=max",
+                                "+callbacks.stop.patience=0", "logger=none", f"data.data_dir={mnist_dir}"])
+    record = fit(cfg, tmp_path)
+    history = record["history"]
+    assert record["epochs"] == 2 and record["max_epochs"] == 4 and record["stopped_early"] is True
+    assert record["selection"] == "checkpoint with max val/loss"
+    chosen = record["delivered_epoch"]
+    assert chosen == 1 + max(range(2), key=history["val_loss"].__getitem__)
+    assert chosen < record["epochs"]  # else this test could not tell the chosen weights from the last
+    # the validation figures are the chosen epoch's, as its validation gave them
+    assert record["val_acc"] == history["val_acc"][chosen - 1]
+    assert record["val_loss"] == pytest.approx(history["val_loss"][chosen - 1], rel=1e-6)
+    assert record["val_loss"] != pytest.approx(history["val_loss"][-1], rel=1e-3)
+    # the test figures are the chosen checkpoint's, scored by hand here
+    (ckpt,) = tmp_path.glob("**/*.ckpt")
+    model = instantiate(cfg.model, _recursive_=False)
+    model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"])
+    model.eval()
+    data = instantiate(cfg.data)
+    data.setup("test")
+    by_hand = scored(model, data.splits["test"])
+    assert record["test_acc"] == pytest.approx(by_hand["acc"], abs=1e-9)
+    assert record["test_loss"] == pytest.approx(by_hand["loss"], rel=1e-5)
+    assert scored(model, data.splits["val"])["acc"] == pytest.approx(record["val_acc"], abs=1e-9)
+
+
+def test_without_validation_pairs_the_last_epoch_is_delivered_and_the_best_kept_apart(tmp_path, mnist_dir):
+    """The report's protocol: the test pairs after every epoch, the last epoch's model delivered,
+    the best epoch on the test pairs recorded beside it (for comparison with the report only)."""
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", ["data.n_pairs=200", "trainer.max_epochs=3", "logger=none",
+                                f"data.data_dir={mnist_dir}"])
+    started = time.perf_counter()
+    record = fit(cfg, tmp_path)
+    took = time.perf_counter() - started
+    history = record["history"]
+    assert record["selection"] == "last epoch" and record["delivered_epoch"] == record["epochs"] == 3
+    assert record["max_epochs"] == 3 and record["stopped_early"] is False
+    assert sorted(history) == ["test_acc", "test_aux_acc", "test_loss", "test_rule_acc", "train_acc",
+                               "train_aux_acc", "train_loss"]
+    assert all(len(v) == 3 for v in history.values())
+    for key, values in history.items():
+        assert record[key] == values[-1], key
+    best = max(history["test_acc"])
+    assert record["best_test_acc"] == best and record["best_epoch"] == 1 + history["test_acc"].index(best)
+    assert "val_acc" not in record
+    assert record["n_params"] == 208_172  # shallow, no weight sharing
+    assert 0 < record["train_time_s"] <= took and record["train_time_s"] == round(record["train_time_s"], 3)
+    assert record["machine"] == (platform.processor() or platform.machine()) and record["device"] == "cpu"
+    assert record["threads"] == 1
+
+
+def test_a_fast_dev_run_is_one_epoch_of_one_epoch(tmp_path, mnist_dir):
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", ["trainer=fast_dev_run", "logger=none", f"data.data_dir={mnist_dir}"])
+    record = fit(cfg, tmp_path)
+    assert record["epochs"] == record["max_epochs"] == record["delivered_epoch"] == 1
+    assert record["stopped_early"] is False
