@@ -330,9 +330,10 @@ def write(out: Path, sweep: Sweep) -> tuple[pd.DataFrame, list[str]]:
     folders = ", ".join(str(r) for r in sweep.roots)
     (out / "conclusions.md").write_text(markdown(table, why_not, f"The report's conclusions on {folders}"))
     columns = ["block", "claim", "says", "comparison", "expect", "n_seeds", "estimate", "ci95_low", "ci95_high", "p",
-               "p_holm", "verdict", "claim_verdict", "not_learned", "claim_not_learned", "detectable_effect", "seeds_needed",
-               "note"]
-    (table[columns] if not table.empty else pd.DataFrame(columns=columns)).to_csv(out / "conclusions.csv", index=False)
+               "p_holm", "verdict", "claim_verdict", "not_learned", "claim_not_learned", "detectable_effect",
+               "seeds_needed", "note"]
+    written = table[columns] if not table.empty else pd.DataFrame(columns=columns)
+    written.to_csv(out / "conclusions.csv", index=False)
     return table, why_not
 
 
