@@ -94,7 +94,7 @@ def test_noisy_few_seeds_are_not_shown_with_power_from_statsmodels(tmp_path):
 def test_a_sweep_without_the_cells_or_seeds_says_so(tmp_path):
     protocol_sweep(tmp_path / "missing", skip=("conv", "WS"))
     md = collect(tmp_path / "missing")
-    assert "missing cells: conv WS on, aux off" in md
+    assert "missing cells: conv WS on, aux off (the report" in md
     text = (tmp_path / "missing" / "conclusions.md").read_text()
     assert "No conclusions: the report's cells are not all here" in text
     protocol_sweep(tmp_path / "two", seeds=range(2))

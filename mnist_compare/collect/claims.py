@@ -121,8 +121,9 @@ def gather(runs: pd.DataFrame) -> tuple[Cells | None, str]:
             else:
                 frames[(arch, name)] = cell.set_index("pair")
     if missing:
-        return None, f"missing cells: {', '.join(missing)} (the report's protocol has archs shallow, deep, conv " \
-                     f"x ws true, false x aux 0, {AUX:g})"
+        listed = "; ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+        return None, f"missing cells: {listed} (the report's protocol: archs shallow, deep, conv x ws true, false " \
+                     f"x aux 0, {AUX:g})"
     common = sorted(set.intersection(*(set(f.index) for f in frames.values())), key=str)
     if len(common) < MIN_SEEDS:
         return None, f"only {len(common)} seed(s) common to all twelve cells: at least {MIN_SEEDS} needed"
