@@ -188,6 +188,8 @@ def test_a_variant_changes_the_aux_gain_by_an_interaction_with_its_test(tmp_path
     assert runs["arch.pipe.dropout"].dtype == float and runs["arch.pipe.dropout"].isna().sum() == 6
     dropout = pd.read_csv(out / "results.csv")["arch.pipe.dropout"]
     assert dropout.dtype == float and dropout.isna().sum() == 2 and (dropout.dropna() == 0.3).all()
+    dropout = pd.read_csv(out / "paired_effects.csv")["arch.pipe.dropout"]
+    assert dropout.dtype == float and dropout.isna().sum() == 1
 
 
 def test_a_variant_arch_file_pairs_with_its_base_by_pair_or_by_smallest_difference(tmp_path):

@@ -139,7 +139,7 @@ def write_tables(out: Path, sweep: Sweep, summary: pd.DataFrame, effects: pd.Dat
     Markdown of results.md."""
     runs, labels = sweep.runs, sweep.labels
     numeric_labels(summary.drop(columns=["group"]), labels).to_csv(out / "results.csv", index=False)
-    effects.to_csv(out / "paired_effects.csv", index=False)
+    numeric_labels(effects, labels).to_csv(out / "paired_effects.csv", index=False)
     if variants is not None:
         variants[0].to_csv(out / "variant_effects.csv", index=False)
     keep = ["sweep", "run_id", *labels, "seed", "pair", "delivered", "selection", "delivered_epoch", "test_acc",
