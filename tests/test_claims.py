@@ -250,8 +250,8 @@ def test_robustness_sets_verdicts_side_by_side(tmp_path):
     assert ws.to_dict() == {"first": "holds", "second": "contradicted", "pooled": "not shown"}
     assert set(long.loc[long["collection"] == "pooled", "n_seeds"]) == {10}
     md = (out / "robustness.md").read_text()
-    assert "| Weight sharing alone improves each architecture | **holds** | **contradicted** | **not shown** |" in \
-        re.sub(" +", " ", md)
+    assert "| Weight sharing alone improves each architecture | **holds** (3 of 3 hold) | **contradicted** (2 of 3 " \
+        "hold) | **not shown** (2 of 3 hold) |" in re.sub(" +", " ", md)
     assert main(["robustness", f"few={tmp_path / 'a'}/arch=conv,aux=0.0,seed=0,ws=False", "--out", str(out)]) == 2
 
 

@@ -353,10 +353,12 @@ def robustness_markdown(long: pd.DataFrame, sources: dict[str, str]) -> str:
     labels = list(dict.fromkeys(long["collection"]))
     claims = long.drop_duplicates(["collection", "claim"]).pivot(index="claim", columns="collection",
                                                                  values="claim_verdict")
+    held = long.assign(held=long["verdict"] == HOLDS).groupby(["claim", "collection"])["held"].agg(["sum", "size"])
     says = long.drop_duplicates("claim").set_index("claim")["says"]
     order = list(dict.fromkeys(long["claim"]))
     by_claim = pd.DataFrame({"claim (the report)": [says[k] for k in order],
-                             **{c: [f"**{claims.loc[k, c]}**" for k in order] for c in labels}})
+                             **{c: [f"**{claims.loc[k, c]}** ({held.loc[(k, c), 'sum']} of {held.loc[(k, c), 'size']} "
+                                    "hold)" for k in order] for c in labels}})
     parts = long.pivot_table(index=["claim", "comparison"], columns="collection", values="verdict",
                              aggfunc="first", sort=False)
     by_part = pd.DataFrame({"claim": [k for k, _ in parts.index], "comparison": [p for _, p in parts.index],
@@ -364,7 +366,9 @@ def robustness_markdown(long: pd.DataFrame, sources: dict[str, str]) -> str:
     return "\n".join([
         "# Which of the report's conclusions replicate", "",
         "Each claim of the report tested on each collection as in its conclusions.md (same tests, its own Holm "
-        "family; written by `python -m mnist_compare.collect robustness`). Collections:", "",
+        "family; written by `python -m mnist_compare.collect robustness`): a claim holds when all its comparisons "
+        "hold, is contradicted when one is, and is not shown otherwise; beside each verdict, how many of its "
+        "comparisons hold. Collections:", "",
         *(f"- **{label}**: {src}" for label, src in sources.items()), "",
         by_claim.to_markdown(index=False, disable_numparse=True), "", "## Each comparison", "",
         by_part.to_markdown(index=False, disable_numparse=True), ""])
