@@ -137,8 +137,8 @@ def gather(runs: pd.DataFrame) -> tuple[Cells | None, str]:
     return Cells(table("test_acc", math.nan), table("test_aux_acc", math.nan), flags), ""
 
 
-def _tests(values: np.ndarray, expect: str, target: float) -> tuple[float, str]:
-    """(p-value entering the family, why untested); the test fits the claim's kind (see the module)."""
+def _tests(values: np.ndarray, expect: str, target: float) -> float:
+    """The p-value a comparison brings to the family; the test fits the claim's kind (see the module)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if expect == "close":
@@ -148,8 +148,8 @@ def _tests(values: np.ndarray, expect: str, target: float) -> tuple[float, str]:
             mean = values.mean()
             outside = (stats.ttest_1samp(values, high, alternative="greater").pvalue if mean > high else
                        stats.ttest_1samp(values, low, alternative="less").pvalue if mean < low else 1.0)
-            return float(min(inside, outside)), ""
-        return float(stats.ttest_1samp(values, target).pvalue), ""
+            return float(min(inside, outside))
+        return float(stats.ttest_1samp(values, target).pvalue)
 
 
 def _part(cells: Cells, contrast: Contrast, expect: str, target: float) -> dict:
@@ -166,14 +166,14 @@ def _part(cells: Cells, contrast: Contrast, expect: str, target: float) -> dict:
         if note:
             return {**row, "p": math.nan, "note": note + ": untested"}
         logits = special.logit(values)
-        p, _ = _tests(logits, "gain", float(special.logit(target)))
+        p = _tests(logits, "gain", float(special.logit(target)))
         return {**row, "p": p, "note": "", "_scale": (logits - special.logit(target), "two-sided")}
     values = sum(w * cells.acc[c].to_numpy(float) for c, w in contrast.items())
     low, high = t_interval(values)
     row.update({"estimate": values.mean(), "ci95_low": low, "ci95_high": high})
     if no_variance(values):
         return {**row, "p": math.nan, "note": f"no variance: every seed gives {values[0]:+.4f}; untested"}
-    p, _ = _tests(values, expect, target)
+    p = _tests(values, expect, target)
     if expect == "close":  # power of the nearer one-sided test: distance to the band's nearer edge
         distance = min(values.mean() - (target - CLOSE), target + CLOSE - values.mean())
         return {**row, "p": p, "note": "", "_scale": (values - values.mean() + abs(distance), "larger")}
