@@ -18,7 +18,7 @@ from test_collect import fake_run
 from mnist_compare.collect import claims
 from mnist_compare.collect.__main__ import collect, main
 from mnist_compare.collect.runs import load_sweep
-from mnist_compare.collect.stats import wilcoxon_floor
+from mnist_compare.collect.stats import detectable, power, seeds_needed, wilcoxon_floor
 
 # Cell means where every claim of the report holds (see claims.CLAIMS): WS < aux < both, both within
 # 1 pp of aux, a negative interaction, the ConvNet 3 pp above the shallow MLP with no technique, ...
@@ -82,10 +82,10 @@ def test_noisy_few_seeds_are_not_shown_with_power_from_statsmodels(tmp_path):
     runs = load_sweep(tmp_path).runs
     acc = {(r["ws"], r["aux"], r["seed"]): r["test_acc"] for r in runs[runs["arch"] == "deep"].to_dict("records")}
     diff = np.array([acc[(True, 0.0, s)] - acc[(False, 0.0, s)] for s in range(3)])
-    d = TTestPower().solve_power(nobs=3, alpha=0.05 / m, power=0.8, alternative="two-sided")
-    assert row["detectable_effect"] == pytest.approx(d * diff.std(ddof=1))
-    needed = TTestPower().solve_power(effect_size=abs(diff.mean()) / diff.std(ddof=1), alpha=0.05 / m, power=0.8)
-    assert row["seeds_needed"] == math.ceil(needed)
+    sd = diff.std(ddof=1)  # statsmodels' TTestPower gives nan at 3 seeds and this level: see stats.power
+    assert power(row["detectable_effect"] / sd, 3, 0.05 / m) == pytest.approx(0.8, abs=1e-6)
+    assert power(abs(diff.mean()) / sd, row["seeds_needed"], 0.05 / m) >= 0.8
+    assert power(abs(diff.mean()) / sd, row["seeds_needed"] - 1, 0.05 / m) < 0.8
     assert row["p"] == pytest.approx(stats.ttest_1samp(diff, 0).pvalue)
     held = table[table["verdict"] != "not shown"]
     assert held["detectable_effect"].isna().all()
@@ -180,7 +180,7 @@ def test_a_variant_changes_the_aux_gain_by_an_interaction_with_its_test(tmp_path
     assert row["p_ttest"] == pytest.approx(stats.ttest_1samp(diff, 0).pvalue)
     assert row["settings"] == "arch.pipe.dropout: (unset) -> 0.3"  # once, not also model.pipe.dropout
     assert row["detectable_effect"] == pytest.approx(
-        TTestPower().solve_power(nobs=3, alpha=0.05 / len(table), power=0.8) * diff.std(ddof=1))
+        TTestPower().solve_power(nobs=3, alpha=0.05 / len(table), power=0.8) * diff.std(ddof=1), rel=1e-5)
     md = (out / "results.md").read_text()
     assert "— (n = 3: cannot go below 0.25)" in md  # no Wilcoxon p where 3 pairs cannot reach 0.05
     assert "model.pipe.dropout" not in md
@@ -230,6 +230,24 @@ def test_ws_x_aux_interaction_per_architecture(tmp_path):
                 for s in range(10)]
         assert table.loc[arch, "mean_diff"] == pytest.approx(np.mean(diff))
         assert table.loc[arch, "effect"] == "WS x aux 0.5" and table.loc[arch, "mean_diff"] < 0
+
+
+@pytest.mark.parametrize("n, alpha, alternative", [(10, 0.05 / 37, "two-sided"), (10, 0.05, "two-sided"),
+                                                    (5, 0.01, "larger"), (20, 0.05 / 37, "two-sided")])
+def test_power_figures_are_statsmodels_where_it_gives_them(n, alpha, alternative):
+    expected = TTestPower().solve_power(nobs=n, alpha=alpha, power=0.8, alternative=alternative)
+    assert detectable(0.02, n, alpha, alternative) == pytest.approx(0.02 * expected, rel=1e-5)
+    needed = TTestPower().solve_power(effect_size=0.7, alpha=alpha, power=0.8, alternative=alternative)
+    assert seeds_needed(0.014, 0.02, alpha, alternative) == math.ceil(needed)
+    assert power(0.7, 10, alpha, alternative) == pytest.approx(
+        TTestPower().power(0.7, 10, alpha, alternative=alternative), abs=1e-7)
+
+
+def test_three_seeds_at_a_small_level_get_a_power_figure_where_statsmodels_gives_none():
+    wrong = TTestPower().solve_power(nobs=3, alpha=0.05 / 37, power=0.8)  # its power there: nan, then 0.12
+    assert TTestPower().power(wrong, 3, 0.05 / 37) < 0.2
+    assert power(detectable(1.0, 3, 0.05 / 37), 3, 0.05 / 37) == pytest.approx(0.8, abs=1e-6)
+    assert detectable(1.0, 3, 0.05 / 37) == pytest.approx(19.92, abs=0.01)
 
 
 def test_wilcoxon_floor_is_scipys_smallest_p():
