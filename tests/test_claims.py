@@ -270,6 +270,8 @@ def test_robustness_sets_verdicts_side_by_side(tmp_path):
     md = (out / "robustness.md").read_text()
     assert "| Weight sharing alone improves each architecture | **holds** (3 of 3 hold) | **contradicted** (2 of 3 " \
         "hold) | **not shown** (2 of 3 hold) |" in re.sub(" +", " ", md)
+    assert "- **Comparisons contradicted in some collection**:\n  - Weight sharing alone improves each architecture " \
+        "(`ws_improves`): shallow: WS - no technique" in md
     assert main(["robustness", f"few={tmp_path / 'a'}/arch=conv,aux=0.0,seed=0,ws=False", "--out", str(out)]) == 2
 
 

@@ -349,6 +349,32 @@ def robustness(collections: list[tuple[str, Sweep]]) -> pd.DataFrame:
     return pd.concat(tables, ignore_index=True)
 
 
+def _replication_summary(long: pd.DataFrame, parts: pd.DataFrame, says: pd.Series) -> list[str]:
+    """The verdicts read across collections, in words: what holds everywhere, what nowhere, what moves."""
+    def listed(mask: pd.Series) -> list[str]:
+        found: dict[str, list[str]] = {}
+        for (claim, comparison), hit in mask.items():
+            if hit:
+                found.setdefault(claim, []).append(comparison)
+        return [f"  - {says[c]} (`{c}`): {'; '.join(v)}" for c, v in found.items()] or ["  - none"]
+
+    whole = long.drop_duplicates(["collection", "claim"]).groupby("claim", sort=False)["claim_verdict"]
+    everywhere = [f"{says[c]} (`{c}`)" for c, v in whole if (v == HOLDS).all()]
+    return [
+        "## Summary", "",
+        f"- **Claims that hold in every collection**: {', '.join(everywhere) or 'none'}.",
+        "- **Comparisons that hold in every collection** (parts of claims that, as a whole, may not hold):",
+        *listed((parts == HOLDS).all(axis=1)),
+        "- **Comparisons contradicted in some collection**:",
+        *listed((parts == CONTRADICTED).any(axis=1)),
+        "- **Comparisons shown in no collection** (each collection's conclusions.md gives the smallest effect its "
+        "seeds could detect and the seeds the observed one would need):",
+        *listed((parts == NOT_SHOWN).all(axis=1)),
+        "- **Comparisons whose verdict depends on the collection** (fragile):",
+        *listed(parts.nunique(axis=1) > 1),
+    ]
+
+
 def robustness_markdown(long: pd.DataFrame, sources: dict[str, str]) -> str:
     labels = list(dict.fromkeys(long["collection"]))
     claims = long.drop_duplicates(["collection", "claim"]).pivot(index="claim", columns="collection",
@@ -370,6 +396,7 @@ def robustness_markdown(long: pd.DataFrame, sources: dict[str, str]) -> str:
         "hold, is contradicted when one is, and is not shown otherwise; beside each verdict, how many of its "
         "comparisons hold. Collections:", "",
         *(f"- **{label}**: {src}" for label, src in sources.items()), "",
-        by_claim.to_markdown(index=False, disable_numparse=True), "", "## Each comparison", "",
+        by_claim.to_markdown(index=False, disable_numparse=True), "", *_replication_summary(long, parts, says), "",
+        "## Each comparison", "",
         by_part.to_markdown(index=False, disable_numparse=True), ""])
 
