@@ -9,6 +9,7 @@ import shlex
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 from conftest import ROOT, train
 
@@ -41,8 +42,8 @@ def ran(tmp_path_factory, mnist_dir):
     return where, results
 
 
-def test_the_guide_has_its_five_examples():
-    assert len(guide_commands()) == 5
+def test_the_guide_has_its_nine_examples():
+    assert len(guide_commands()) == 9
 
 
 @pytest.mark.slow
@@ -72,11 +73,37 @@ def test_the_collected_comparison_sets_the_variant_beside_the_study(ran):
 
 
 @pytest.mark.slow
+def test_a_pipes_own_knob_is_set_with_plus(ran):
+    where, _ = ran
+    config = json.loads((where / "outputs" / "5" / "metrics.json").read_text())["config"]
+    assert config["arch"]["pipe"]["dropout"] == 0.3 and config["arch"]["classifier"]["dropout"] == 0.1
+
+
+def _masked(row: str) -> list[str]:
+    """A Markdown table row's cells, figures masked: what must not depend on the machine."""
+    return [re.sub(r"[-+]?\d+\.\d+", "#", c.strip()) for c in row.strip().strip("|").split("|")]
+
+
+@pytest.mark.slow
+def test_the_variant_recipe_gives_the_interaction_table_the_guide_shows(ran):
+    where, _ = ran
+    out = where / "multirun" / "deep_drop-vs-deep"
+    table = pd.read_csv(out / "interactions.csv")
+    (row,) = table.to_dict("records")
+    assert (row["interaction"], row["effect"], row["n_pairs"]) == ("variant x technique", "gain of aux 0.5", 3)
+    assert row["settings"] == "arch: deep -> deep_drop; arch.pipe.dropout: (unset) -> 0.3"
+    shown = [line for line in GUIDE.read_text().splitlines() if line.startswith("| variant x technique")]
+    made = [line for line in (out / "results.md").read_text().splitlines() if line.startswith("| variant x technique")]
+    assert len(shown) == len(made) == 1
+    assert _masked(shown[0])[:5] == _masked(made[0])[:5] and _masked(shown[0])[8] == _masked(made[0])[8]
+
+
+@pytest.mark.slow
 def test_a_misspelt_external_name_lists_what_hydra_sees(mnist_dir, tmp_path):
     done = train("--config-dir", str(ROOT / "examples" / "mylab" / "conf"), "arch=tinyy", "trainer=fast_dev_run",
                  f"hydra.run.dir={tmp_path / 'x'}")
     assert done.returncode == 2 and not (tmp_path / "x").exists()
-    assert "arch=tinyy is unknown: use one of best, conv, deep, lenet, shallow, tiny" in done.stderr
+    assert "arch=tinyy is unknown: use one of best, conv, deep, deep_drop, lenet, shallow, tiny" in done.stderr
 
 
 @pytest.mark.slow

@@ -9,10 +9,10 @@ from typing import Any
 
 import pandas as pd
 
-from mnist_compare.collect import vs_report
+from mnist_compare.collect import interactions, vs_report
 from mnist_compare.collect.fmt import DASH, num, pm
-from mnist_compare.collect.runs import Sweep, cell_name, show
-from mnist_compare.collect.stats import MIN_SEEDS
+from mnist_compare.collect.runs import UNSET, Sweep, cell_name, show
+from mnist_compare.collect.stats import MIN_SEEDS, wilcoxon_text
 
 
 def summary_view(summary: pd.DataFrame, labels: list[str], one_kind: bool) -> pd.DataFrame:
@@ -31,7 +31,9 @@ def summary_view(summary: pd.DataFrame, labels: list[str], one_kind: bool) -> pd
                                       strict=True)]
     if summary["val_acc_mean"].notna().any():
         view["val acc"] = [num(v) for v in summary["val_acc_mean"]]
-    view["digit acc"] = [num(v) for v in summary["test_aux_acc_mean"]]
+    # without the auxiliary loss nothing trains the pipes' 10-way outputs: their digit accuracy is noise
+    view["digit acc"] = [num(v) if aux else DASH for v, aux in zip(summary["test_aux_acc_mean"], summary["aux"],
+                                                                     strict=True)]
     view["params"] = [num(v, ".0f") for v in summary["n_params"]]
     view["s / run"] = [num(v, ".1f") for v in summary["train_time_s_mean"]]
     if summary["sweep"].nunique() > 1:
@@ -68,7 +70,29 @@ def effects_view(effects: pd.DataFrame) -> pd.DataFrame:
                  for lo, hi in zip(effects["ci95_low"], effects["ci95_high"], strict=True)])
     for k in ("p_ttest", "p_wilcoxon", "p_holm"):
         view.insert(view.columns.get_loc("verdict"), k, [num(p, ".3g") for p in effects[k]])
+    view["p_wilcoxon"] = [wilcoxon_text(p, n) for p, n in zip(effects["p_wilcoxon"], effects["n_pairs"], strict=True)]
     return view
+
+
+def numeric_labels(table: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
+    """A copy for CSV: a label column whose set values are all numbers holds numbers, and nothing
+    (an empty cell) where a run left the key unset, never the word `(unset)` among numbers."""
+    table = table.copy()
+    for k in labels:
+        if k in ("arch", "ws", "aux") or k not in table:
+            continue
+        values = [v for v in table[k] if v != UNSET]
+        if values and all(_number(v) for v in values):
+            table[k] = [float(v) if v != UNSET else math.nan for v in table[k]]
+    return table
+
+
+def _number(text: object) -> bool:
+    try:
+        float(str(text))
+    except ValueError:
+        return False
+    return str(text).lower() not in ("nan", "inf", "-inf", "true", "false")
 
 
 def code_versions(runs: pd.DataFrame) -> str:
@@ -133,19 +157,20 @@ def variant_section(sweep: Sweep, variants: pd.DataFrame, notes: list[str]) -> l
 
 
 def write_tables(out: Path, sweep: Sweep, summary: pd.DataFrame, effects: pd.DataFrame, notes: list[str],
-                 variants: tuple[pd.DataFrame, list[str]] | None = None) -> str:
+                 variants: tuple[pd.DataFrame, list[str]] | None = None,
+                 interacting: tuple[pd.DataFrame, list[str]] | None = None, concluded: str = "") -> str:
     """Write results.md/.csv/.tex, paired_effects.csv, runs.csv, with several folders
     variant_effects.csv and, where the report's protocol was run, vs_report.md/.csv; return the
     Markdown of results.md."""
     runs, labels = sweep.runs, sweep.labels
-    summary.drop(columns=["group"]).to_csv(out / "results.csv", index=False)
-    effects.to_csv(out / "paired_effects.csv", index=False)
+    numeric_labels(summary.drop(columns=["group"]), labels).to_csv(out / "results.csv", index=False)
+    numeric_labels(effects, labels).to_csv(out / "paired_effects.csv", index=False)
     if variants is not None:
         variants[0].to_csv(out / "variant_effects.csv", index=False)
     keep = ["sweep", "run_id", *labels, "seed", "pair", "delivered", "selection", "delivered_epoch", "test_acc",
             "best_test_acc", "best_epoch", "val_acc", "test_aux_acc", "test_rule_acc", "train_acc", "n_params",
-            "epochs", "train_time_s", "job"]
-    runs[[c for c in keep if c in runs]].to_csv(out / "runs.csv", index=False)
+            "epochs", "train_time_s", "learned_nothing", "learned_nothing_why", "job"]
+    numeric_labels(runs[[c for c in keep if c in runs]], labels).to_csv(out / "runs.csv", index=False)
     kinds = sorted(set(summary["delivered"]))
     one_kind = len(kinds) == 1
     what = kinds[0] if one_kind else "test accuracy of the delivered model, which differs by group: see `delivered`"
@@ -188,6 +213,10 @@ def write_tables(out: Path, sweep: Sweep, summary: pd.DataFrame, effects: pd.Dat
         text += ["", "Comparisons not made:"] if not effects.empty else []
         text += ["", *(f"- {n}" for n in notes)]
     text += ["", *variant_section(sweep, *variants)] if variants is not None else []
+    if interacting is not None:
+        interacting[0].to_csv(out / "interactions.csv", index=False)
+        text += ["", *interactions.section(*interacting)]
+    text += ["", "## The report's conclusions", "", concluded] if concluded else []
     text += ["", "## Comparison with the report", "",
              "In [vs_report.md](vs_report.md)." if not compared.empty else f"None: {why_not}."]
     if not sweep.problems.empty:

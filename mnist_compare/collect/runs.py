@@ -25,6 +25,10 @@ LABELS = ["arch", "ws", "aux"]
 ARCH_ORDER = ["shallow", "deep", "conv"]  # the report's row order; other architectures follow
 UNSET = "(unset)"  # a key absent from a run's config: a value of its own, never NaN
 LAST_EPOCH = "last epoch"
+# Two classes, the first digit <= the second in about 55% of pairs: a model that predicts one class
+# scores about 0.55 (0.45 for the other), one that guesses about 0.5. A run whose accuracy never
+# rises above this, on its training pairs and on the pairs it is evaluated on, learned nothing.
+CHANCE_CEILING = 0.6
 DELIVERED = {True: "last-epoch test accuracy", False: "test accuracy of the checkpoint chosen on validation pairs"}
 
 
@@ -127,6 +131,21 @@ def invalid(record: dict[str, Any]) -> str | None:
     return "; ".join(reasons) or None
 
 
+def did_not_learn(record: dict[str, Any]) -> str:
+    """Why a finished run learned nothing ("": it learned): the same accuracy at every epoch on the
+    pairs it is evaluated on (one class predicted throughout: constant predictions score the same on
+    fixed pairs), or every epoch's accuracy at chance (at most CHANCE_CEILING). Such a run still
+    counts in the means (it is a result), but the tables say it is there."""
+    history = record.get("history") or {}
+    evaluated = history.get("test_acc") or history.get("val_acc") or [record["test_acc"]]
+    trained = history.get("train_acc") or ([record["train_acc"]] if _finite(record.get("train_acc")) else [])
+    if max([*evaluated, *trained]) > CHANCE_CEILING:
+        return ""
+    if len(evaluated) > 1 and max(evaluated) - min(evaluated) <= 1e-9:
+        return f"one class predicted throughout: accuracy {evaluated[0]:.4f} at every epoch"
+    return f"accuracy at chance through training (at most {max([*evaluated, *trained]):.4f})"
+
+
 def _read_job(sweep: str, root: Path, job: Path) -> tuple[dict[str, Any] | None, dict[str, str] | None]:
     """(finished run, None) or (None, problem): only a complete, well-formed, finite result enters the
     statistics; anything else is a problem with its reason, never a traceback."""
@@ -165,6 +184,8 @@ def _read_job(sweep: str, root: Path, job: Path) -> tuple[dict[str, Any] | None,
         "selection": record.get("selection") or LAST_EPOCH,  # records before model selection existed
     })
     row["delivered"] = DELIVERED[row["selection"] == LAST_EPOCH]
+    row["learned_nothing_why"] = did_not_learn(record)
+    row["learned_nothing"] = bool(row["learned_nothing_why"])
     return row, None
 
 

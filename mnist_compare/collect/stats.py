@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import special, stats
+from scipy import optimize, special, stats
 from statsmodels.stats.multitest import multipletests
 
-from mnist_compare.collect.runs import UNSET, cell_name, show
+from mnist_compare.collect.runs import ALIASES, UNSET, cell_name, show
 from mnist_compare.run.identity import SEED_KEYS
 
 ALPHA = 0.05
@@ -68,6 +68,16 @@ def _mean_if_all(series: pd.Series | None) -> float:
     return float(values.mean()) if len(values) and np.isfinite(values).all() else math.nan
 
 
+def not_learned(runs: pd.DataFrame) -> str:
+    """Words for the runs among `runs` that learned nothing ("" when none): averaged in, never unsaid."""
+    if "learned_nothing" not in runs or not runs["learned_nothing"].any():
+        return ""
+    bad = runs[runs["learned_nothing"]]
+    seeds = ", ".join(str(s) for s in bad["seed"])
+    return (f"{len(bad)} of {len(runs)} runs learned nothing (seed{'s' * (len(bad) > 1)} {seeds}: "
+            f"{bad['learned_nothing_why'].iloc[0]}{', ...' if len(bad) > 1 else ''}), averaged in")
+
+
 def summarise_groups(runs: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
     """Per group: n, what was delivered, test accuracy (mean, sample std with ddof=1, 95% interval
     or a note why none), the report's best-epoch-on-test figure where the runs have it, digit
@@ -97,10 +107,71 @@ def summarise_groups(runs: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
             row[f"{extra}_mean"] = _mean_if_all(group.get(extra))
         params = set(group["n_params"]) if "n_params" in group else set()
         row["n_params"] = params.pop() if len(params) == 1 else math.nan
+        row["note"] = "; ".join(filter(None, [note, not_learned(group)]))
         row.update({"sweep": ", ".join(dict.fromkeys(group["sweep"])), "context": first["context"],
                     "group": first["group"]})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def wilcoxon_floor(n: int) -> float:
+    """The smallest two-sided p-value a Wilcoxon signed-rank test on n pairs can give (every
+    difference of one sign): 2 / 2**n for scipy's exact test, 0.25 for 3 pairs, 0.0625 for 5."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(stats.wilcoxon(np.arange(1.0, n + 1)).pvalue) if n >= 1 else 1.0
+
+
+def wilcoxon_text(p: float, n: int) -> str:
+    """A Wilcoxon p-value as a table shows it: none where n pairs cannot reach ALPHA at all."""
+    floor = wilcoxon_floor(n)
+    if floor >= ALPHA:
+        return f"— (n = {n}: cannot go below {floor:.3g})"
+    return "—" if not math.isfinite(p) else format(p, ".3g")
+
+
+POWER = 0.8
+
+
+def power(effect_size: float, n: float, alpha: float, alternative: str = "two-sided") -> float:
+    """Power of a paired (one-sample) t-test on n pairs at `alpha` for a standardised effect, the
+    figure statsmodels' TTestPower().power gives where it gives one. The noncentral t is integrated
+    over its chi-square: TTestPower, and scipy's nct, return nan for few seeds and a
+    large noncentrality (3 seeds at a family's level of 0.05/37: every effect size from 5 to 16), and
+    TTestPower's solve_power then returns a wrong root instead of failing."""
+    df, nc = n - 1, effect_size * math.sqrt(n)
+    crit = stats.t.isf(alpha / 2 if alternative == "two-sided" else alpha, df)
+
+    u = (_NODES + 1) / 2  # chi-square quantiles of the draw: Gauss-Legendre on (0, 1), smooth in u
+    scale = crit * np.sqrt(stats.chi2.ppf(u, df) / df)
+    beyond = stats.norm.sf(scale - nc) + (stats.norm.cdf(-scale - nc) if alternative == "two-sided" else 0.0)
+    return float(np.dot(_WEIGHTS, beyond) / 2)
+
+
+_NODES, _WEIGHTS = np.polynomial.legendre.leggauss(400)
+
+
+def detectable(sd: float, n: int, alpha: float, alternative: str = "two-sided") -> float:
+    """The smallest true mean difference a paired t-test on n pairs detects with POWER at `alpha`,
+    in the units of `sd`, the differences' standard deviation."""
+    if n < 2 or not (math.isfinite(sd) and sd > 0):
+        return math.nan
+    return float(optimize.brentq(lambda e: power(e, n, alpha, alternative) - POWER, 1e-9, 1e4)) * sd
+
+
+def seeds_needed(effect: float, sd: float, alpha: float, alternative: str = "two-sided") -> float:
+    """Seeds a paired t-test needs to detect `effect` with POWER at `alpha`, if it is the true one
+    (inf for an effect of 0, or beyond a million; nan without a spread to size it by)."""
+    if not (math.isfinite(sd) and sd > 0 and math.isfinite(effect)):
+        return math.nan
+    size = abs(effect) / sd
+    if size < 1e-3 or power(size, 10**6, alpha, alternative) < POWER:  # more than a million seeds
+        return math.inf
+    low = 2
+    if power(size, low, alpha, alternative) >= POWER:
+        return float(low)
+    n = optimize.brentq(lambda m: power(size, m, alpha, alternative) - POWER, low, 10**6)
+    return float(math.ceil(n - 1e-9))
 
 
 def _effect_name(cell: tuple[bool, float], base: tuple[bool, float]) -> str:
@@ -135,10 +206,12 @@ def paired_effects(runs: pd.DataFrame, labels: list[str]) -> tuple[pd.DataFrame,
     rows, notes = [], []
     for name, group in runs.groupby("context", sort=False):
         cells: dict[tuple[bool, float], pd.Series] = {}
+        flags: dict[tuple[bool, float], pd.Series] = {}
         for (ws, aux), cell in group.groupby(["ws", "aux"], sort=True):
             if cell["group"].nunique() > 1:
                 raise AssertionError(f"{name}: cell {cell_name(ws, aux)} holds several groups")
             cells[(bool(ws), float(aux))] = cell.set_index("pair")["test_acc"]
+            flags[(bool(ws), float(aux))] = _flags(cell)
         base = next((b for b in ((False, 0.0), (True, 0.0)) if b in cells), None)
         if base is None:
             notes.append(f"{name}: no baseline cell (WS off, aux off; or WS on, aux off when WS off was not "
@@ -158,7 +231,8 @@ def paired_effects(runs: pd.DataFrame, labels: list[str]) -> tuple[pd.DataFrame,
                 continue
             diff = (cells[cell][common] - cells[base][common]).to_numpy(float)
             rows.append({**{k: group.iloc[0][k] for k in context}, "effect": _effect_name(cell, base),
-                         "baseline": cell_name(*base), **_paired_test(diff)})
+                         "baseline": cell_name(*base), **_paired_test(diff),
+                         "_not_learned": int(flags[cell][common].sum() + flags[base][common].sum())})
     return _holm(pd.DataFrame(rows)), notes
 
 
@@ -185,41 +259,83 @@ def _holm(table: pd.DataFrame) -> pd.DataFrame:
     _, adjusted, _, _ = multipletests(family, alpha=ALPHA, method="holm")
     table["p_holm"] = np.where(tested, adjusted, math.nan)
     table["verdict"] = [
-        status or (f"{'gain' if d > 0 else 'loss'} (Holm p < {ALPHA:g})" if p < ALPHA
-                   else f"not significant at {ALPHA:.0%} (Holm)")
-        for status, d, p in zip(table.pop("status"), table["mean_diff"], table["p_holm"], strict=True)
+        (status or (f"{'gain' if d > 0 else 'loss'} (Holm p < {ALPHA:g})" if p < ALPHA
+                    else f"not significant at {ALPHA:.0%} (Holm)")) + including(bad)
+        for status, d, p, bad in zip(table.pop("status"), table["mean_diff"], table["p_holm"],
+                                     table.pop("_not_learned") if "_not_learned" in table else [0] * len(table),
+                                     strict=True)
     ]
     return table
 
 
+def including(bad: int) -> str:
+    """What a verdict adds when runs that learned nothing are among those it compares."""
+    return f"; includes {bad} run{'s' * (bad > 1)} that learned nothing" if bad else ""
+
+
+def _flags(cell: pd.DataFrame) -> pd.Series:
+    """Per seed pair: did this run learn nothing (see runs.did_not_learn)."""
+    flag = cell["learned_nothing"] if "learned_nothing" in cell else pd.Series(False, index=cell.index)
+    return pd.Series(flag.to_numpy(bool), index=cell["pair"])
+
+
 def _settings(run: pd.Series) -> dict[str, Any]:
-    """A run's flattened config (canonical already), seeds aside: what makes its group."""
-    return {k: v for k, v in run["flat"].items() if k not in SEED_KEYS}
+    """A run's architecture label and flattened config (canonical already), seeds aside: what makes its group."""
+    return {"arch": run["arch"], **{k: v for k, v in run["flat"].items() if k not in SEED_KEYS}}
+
+
+def _copy_of(key: str, config: dict[str, Any]) -> str | None:
+    """The key that `key` is an interpolated copy of in `config` (`model.pipe.dropout` of
+    `arch.pipe.dropout`, `model.weight_sharing` of `ws`), or None."""
+    head, _, rest = key.partition(".")
+    source = ALIASES.get(key) or (f"arch.{rest}" if head != "arch" and rest else None)
+    return source if source is not None and source in config and config[source] == config.get(key) else None
 
 
 def _changes(base: dict[str, Any], variant: dict[str, Any]) -> list[str]:
-    """`key: baseline -> variant` for every setting in which two configs differ (unset counts as a value)."""
+    """`key: baseline -> variant` for every setting in which two configs differ (unset counts as a value),
+    each once: a copy made by interpolation (`model.pipe.*` of `arch.pipe.*`) is left out when it
+    follows its source in both configs."""
+    keys = [k for k in sorted(set(base) | set(variant)) if base.get(k, UNSET) != variant.get(k, UNSET)]
+    copies = {k for k in keys if (src := _copy_of(k, variant)) is not None and src in keys
+              and (_copy_of(k, base) == src or (k not in base and src not in base))}
     return [f"{k}: {show(base[k]) if k in base else UNSET} -> {show(variant[k]) if k in variant else UNSET}"
-            for k in sorted(set(base) | set(variant)) if base.get(k, UNSET) != variant.get(k, UNSET)]
+            for k in keys if k not in copies]
 
 
-def _counterpart(first: pd.Series, bases: list[pd.DataFrame]) -> tuple[pd.DataFrame | None, str]:
-    """The baseline group paired with a group whose first run is `first`, or None and why not."""
-    cell = (first["arch"], first["ws"], first["aux"])
+BY_DIFFERENCE = "paired by the smallest config difference; --pair VARIANT=BASE to choose"
+
+
+def _counterpart(first: pd.Series, bases: list[pd.DataFrame],
+                 pairs: dict[str, str] | None = None) -> tuple[pd.DataFrame | None, str]:
+    """The baseline group paired with a group whose first run is `first`, or None and why not.
+
+    Same ws and aux; the same architecture, or the one `pairs` names for it (`--pair deep_drop=deep`);
+    a variant architecture that the baseline folder does not have (a new arch file) is paired with
+    the baseline group, of any architecture, whose config differs least from it (said in the
+    returned text, BY_DIFFERENCE)."""
+    pairs = pairs or {}
+    arch = pairs.get(first["arch"], first["arch"])
     same = [(len(_changes(_settings(g.iloc[0]), _settings(first))), g) for g in bases
-            if (g.iloc[0]["arch"], g.iloc[0]["ws"], g.iloc[0]["aux"]) == cell]
+            if (g.iloc[0]["arch"], g.iloc[0]["ws"], g.iloc[0]["aux"]) == (arch, first["ws"], first["aux"])]
+    how = ""
+    if not same and first["arch"] not in pairs and not any(g.iloc[0]["arch"] == arch for g in bases):
+        same = [(len(_changes(_settings(g.iloc[0]), _settings(first))), g) for g in bases
+                if (g.iloc[0]["ws"], g.iloc[0]["aux"]) == (first["ws"], first["aux"])]
+        how = BY_DIFFERENCE
     if not same:
-        return None, f"the baseline folder has no group with arch={first['arch']}, ws={show(first['ws'])}, " \
+        return None, f"the baseline folder has no group with arch={arch}, ws={show(first['ws'])}, " \
                      f"aux={show(first['aux'])}"
     fewest = min(n for n, _ in same)
     tied = [g for n, g in same if n == fewest]
     if len(tied) > 1:
         return None, (f"{len(tied)} baseline groups differ from it in {fewest} setting(s) each "
                       f"({'; '.join(g.iloc[0]['context'] for g in tied)}): no single counterpart, not paired")
-    return tied[0], ""
+    return tied[0], how
 
 
-def variant_effects(runs: pd.DataFrame, folders: Sequence[str]) -> tuple[pd.DataFrame, list[str]]:
+def variant_effects(runs: pd.DataFrame, folders: Sequence[str],
+                    pairs: dict[str, str] | None = None) -> tuple[pd.DataFrame, list[str]]:
     """Each group of a later folder against its counterpart in the first folder (the baseline), seed by
     seed; and, for every group that could not be paired, why.
 
@@ -242,11 +358,13 @@ def variant_effects(runs: pd.DataFrame, folders: Sequence[str]) -> tuple[pd.Data
         for group in mine if bases else []:
             first = group.iloc[0]
             name = f"{folder}: {first['context']}, {cell_name(first['ws'], first['aux'])}"
-            base, why = _counterpart(first, bases)
+            base, why = _counterpart(first, bases, pairs)
             if base is None:
                 notes.append(f"{name}: {why}")
                 continue
             changes = _changes(_settings(base.iloc[0]), _settings(first))
+            if why:  # paired across architectures by the smallest difference: say so where the pairing shows
+                changes[0] += f" ({why})"
             a, b = base.set_index("pair")["test_acc"], group.set_index("pair")["test_acc"]
             common = a.index.intersection(b.index)
             if len(common) < 2:
@@ -256,6 +374,7 @@ def variant_effects(runs: pd.DataFrame, folders: Sequence[str]) -> tuple[pd.Data
                              f"(fewer than 2): no paired test ({how})")
                 continue
             diff = (b[common] - a[common]).to_numpy(float)
+            bad = int(_flags(base)[common].sum() + _flags(group)[common].sum())
             rows.append({"arch": first["arch"], "ws": first["ws"], "aux": first["aux"], "variant": folder,
-                         "settings": "; ".join(changes) or "(none)", **_paired_test(diff)})
+                         "settings": "; ".join(changes) or "(none)", **_paired_test(diff), "_not_learned": bad})
     return _holm(pd.DataFrame(rows)), notes
