@@ -128,7 +128,6 @@ def test_bench_sweep_runs_the_users_launcher_which_batches_even_one_job_at_a_tim
 
     from hydra_plugins.mnist_compare_launch.plugins import joblib_settings, seed_cells
     from mnist_compare.paths import CONF_DIR
-    from mnist_compare.run.preflight import PARALLEL_LAUNCHER
 
     command = bench.train_command([*bench.TABLE1, "seed=range(10)"], tmp_path / "sweep", sweep=True, jobs=1)
     args = [a for a in command[command.index("mnist_compare.train") + 1:] if a != "-m"]
@@ -136,7 +135,8 @@ def test_bench_sweep_runs_the_users_launcher_which_batches_even_one_job_at_a_tim
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):  # the first cell: shallow, its ten seeds
         cfgs = [compose("train", list(run), return_hydra_config=True) for run in runs[:10]]
     launcher = OmegaConf.to_container(cfgs[0].hydra.launcher, resolve=True)
-    assert launcher["_target_"] == PARALLEL_LAUNCHER and launcher["n_jobs"] == 1
+    assert launcher["_target_"] == "hydra_plugins.mnist_compare_launch.plugins.ParallelLauncher"
+    assert launcher["n_jobs"] == 1
     tasks = seed_cells([(i, list(run), cfg) for i, (run, cfg) in enumerate(zip(runs, cfgs, strict=False))],
                        joblib_settings(launcher))
     assert max(len(task) for task in tasks) > 1, "no cell batched"

@@ -261,6 +261,7 @@ def plain_records(sweep: Path) -> dict[str, dict]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("edit", sorted(EDITS))
 def test_an_edit_of_the_module_in_a_copied_package_reaches_every_seed(edit, tmp_path, mnist_dir):
     """A user's copy of the package with one line added to CompareModule: the default sweep (its

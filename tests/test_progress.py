@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 
+import pytest
 from conftest import train
 from omegaconf import OmegaConf
 
@@ -59,6 +60,7 @@ def test_the_label_adds_what_the_job_changes_beyond_the_four_knobs():
                     "model.optimizer.lr=0.01 trainer.k0=1 trainer.k1=1 trainer.k2=1 trainer.k3=1 (+26 more)")
 
 
+@pytest.mark.slow
 def test_a_sweep_that_adds_seeds_counts_and_names_its_own_jobs(tmp_path, mnist_dir):
     sweep = tmp_path / "sweep"
     common = ["-m", "arch=shallow", "trainer.max_epochs=1", "data.n_pairs=100", "hydra/launcher=basic",

@@ -17,9 +17,8 @@ from mnist_compare.collect.__main__ import collect
 from mnist_compare.collect.report import code_versions
 from mnist_compare.collect.runs import load_sweep
 from mnist_compare.errors import UserError
-from mnist_compare.run import outcome, provenance
+from mnist_compare.run import outcome, progress, provenance
 from mnist_compare.run.identity import MAX_NAME_BYTES, identity_config, job_dirname, run_id
-from mnist_compare.run.preflight import LAUNCH
 
 QUICK = ["trainer.max_epochs=1", "data.n_pairs=200", "hydra/launcher=basic", "logger=null"]
 
@@ -111,6 +110,7 @@ ACT = 'relu'
 '''
 
 
+@pytest.mark.slow
 def test_a_sweep_never_records_code_edited_after_its_process_imported_it(tmp_path, mnist_dir):
     package = tmp_path / "labpkg"  # a namespace package: no __init__.py
     package.mkdir()
@@ -132,6 +132,7 @@ def test_a_sweep_never_records_code_edited_after_its_process_imported_it(tmp_pat
 
 # ------------------------------------------------------------------ 3: threads=null
 
+@pytest.mark.slow
 def test_threads_null_counts_the_threads_the_run_uses(tmp_path, mnist_dir):
     records = []
     for threads in ("1", "2"):
@@ -165,6 +166,7 @@ def test_published_runs_keep_their_run_id(folder):
 
 # ------------------------------------------------------------------ 4: never delete the user's files
 
+@pytest.mark.slow
 def test_a_run_refuses_a_folder_of_the_users_files_and_touches_nothing(tmp_path, mnist_dir):
     out = tmp_path / "mine"
     (out / "checkpoints").mkdir(parents=True)
@@ -180,6 +182,7 @@ def test_a_run_refuses_a_folder_of_the_users_files_and_touches_nothing(tmp_path,
     assert snapshot(out) == before and sorted(p.name for p in out.iterdir()) == ["checkpoints", "tb", "train.log"]
 
 
+@pytest.mark.slow
 def test_a_run_into_the_working_folder_is_refused(tmp_path, mnist_dir):
     (tmp_path / "notes.txt").write_text("mine")
     done = train("trainer=fast_dev_run", "hydra.run.dir=.", cwd=tmp_path)
@@ -187,6 +190,7 @@ def test_a_run_into_the_working_folder_is_refused(tmp_path, mnist_dir):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
+@pytest.mark.slow
 def test_a_run_resumes_its_own_interrupted_attempt(tmp_path, mnist_dir):
     out = tmp_path / "run"
     args = ["trainer=fast_dev_run", f"hydra.run.dir={out}"]
@@ -203,6 +207,7 @@ def test_a_run_resumes_its_own_interrupted_attempt(tmp_path, mnist_dir):
     ("model.aux_loss_weight=0.9", "model.aux_loss_weight=0.9 disagrees with aux=0"),
     ("model.weight_sharing=true", "model.weight_sharing=true disagrees with ws=false"),
 ])
+@pytest.mark.slow
 def test_model_settings_that_disagree_with_ws_or_aux_are_refused(tmp_path, override, says):
     out = tmp_path / "run"
     done = train("trainer=fast_dev_run", override, f"hydra.run.dir={out}")
@@ -220,6 +225,7 @@ def test_long_override_lists_get_short_distinct_folder_names():
     assert job_dirname(["aux=0.5", "seed=1"]) == "aux=0.5,seed=1"  # short names as ever
 
 
+@pytest.mark.slow
 def test_a_sweep_with_a_long_override_list_runs(tmp_path, mnist_dir):
     sweep = tmp_path / "sweep"
     sizes = f"arch.pipe.sizes=[196,{','.join(['16'] * 70)},10]"
@@ -230,18 +236,22 @@ def test_a_sweep_with_a_long_override_list_runs(tmp_path, mnist_dir):
 
 
 def test_a_failure_never_points_to_a_failure_record_that_does_not_exist(tmp_path, monkeypatch):
-    monkeypatch.setitem(LAUNCH, "dir", tmp_path)
-    monkeypatch.setitem(LAUNCH, "start", 0.0)
-    message, status = outcome.report(OSError(36, "File name too long"))
+    monkeypatch.delenv(progress.ENV, raising=False)  # no launch announced: any failure record counts
+    error = OSError(36, "File name too long")
+    outcome.mark(error, "multirun", tmp_path, 2)
+    message, status = outcome.report(error, [])
     assert status == 1 and "failure.json" not in message and "nothing was recorded" in message
     (tmp_path / "job").mkdir()
     (tmp_path / "job" / "failure.json").write_text("{}")
-    message, _ = outcome.report(RuntimeError("boom"))
+    error = RuntimeError("boom")
+    outcome.mark(error, "multirun", tmp_path, 2)
+    message, _ = outcome.report(error, [])
     assert f"see {tmp_path / 'job' / 'failure.json'}" in message
 
 
 # ------------------------------------------------------------------ 9: a diverged model is a failed run
 
+@pytest.mark.slow
 def test_a_diverged_model_is_a_failed_run_with_valid_json(tmp_path, mnist_dir):
     out = tmp_path / "run"
     # one batch: the training loss, taken before the step, is finite; the test loss after it is not
@@ -270,6 +280,7 @@ def test_the_collector_never_averages_a_record_with_non_finite_figures(tmp_path)
 
 # ------------------------------------------------------------------ 10, 11: the machine, the Code line
 
+@pytest.mark.slow
 def test_records_name_the_cpu_and_kernels_and_the_collector_flags_a_group_mixing_them(tmp_path, mnist_dir):
     import torch
 

@@ -384,6 +384,7 @@ def test_adam_steps_do_not_probe_nvml_on_a_machine_without_cuda(tmp_path, mnist_
     assert NVML_CHECK not in os.environ
 
 
+@pytest.mark.slow
 def test_accel_false_runs_the_sweep_with_hydras_own_joblib_launcher(tmp_path, mnist_dir):
     """One switch turns every speed-up off: each job composed as Hydra composes it, by the sweeper's
     check and again by Hydra's joblib launcher where it runs (`_core.execute_job`), no batched
