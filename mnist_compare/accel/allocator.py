@@ -18,7 +18,7 @@ def keep_freed_memory() -> bool:
     By default glibc maps each large buffer freshly from the kernel and unmaps it when freed
     (ConvNet evaluation on 1000 pairs: 25 MB after the first convolution, 37 MB after the second
     with WS on), so every epoch pays the page faults and zeroing again: on the 2-core VM the
-    per-epoch evaluation took 0.10-0.15 s instead of 0.09-0.11 s (docs/study.md, Performance). A
+    per-epoch evaluation took 0.10-0.15 s instead of 0.09-0.11 s (mnist_compare/accel/README.md). A
     training process reuses the same sizes every step, so its heap stays at the first epoch's
     peak. Only where memory comes from changes, never a number. Returns False where the C
     library is not glibc (nothing done)."""

@@ -16,7 +16,7 @@ def skip_nvml_probe() -> bool:
     a process that may fork. With it, `torch.cuda.is_available()` loads NVML afresh on each call,
     and Adam asks on every step: where there is no NVML (this CPU VM) a failed `dlopen` and then
     the CUDA runtime's count anyway: 0.14-0.7 ms a step, 4-14% of an MLP run
-    (docs/study.md, Performance). With no device visible, the runtime's count (0, cached after
+    (mnist_compare/accel/README.md). With no device visible, the runtime's count (0, cached after
     the first call) is all the probe can say, and there is no CUDA state a fork could spoil, so
     dropping the variable changes nothing but the cost. Where a device is visible it is kept.
     Returns whether it was dropped."""

@@ -2,7 +2,7 @@
 its run made alone, float for float.
 
 An MLP run spends more of its time in Lightning's and Python's work around each step than in
-its products (docs/study.md, Performance): ten seeds stacked into one model share that work.
+its products (mnist_compare/accel/README.md): ten seeds stacked into one model share that work.
 The parallel launcher hands a cell's jobs (the same settings, seeds apart) to one worker, which
 trains them here before its jobs start; each job then writes its own record from what its seed
 measured (`fit.replay`), as it would have alone. Only what is known to repeat the solo run is
