@@ -126,7 +126,8 @@ def test_bench_sweep_runs_the_users_launcher_which_batches_even_one_job_at_a_tim
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
-    from hydra_plugins.mnist_compare_launch.plugins import joblib_settings, seed_cells
+    from hydra_plugins.mnist_compare_launch.plugins import joblib_settings
+    from mnist_compare.accel.launch import seed_cells
     from mnist_compare.paths import CONF_DIR
 
     command = bench.train_command([*bench.TABLE1, "seed=range(10)"], tmp_path / "sweep", sweep=True, jobs=1)

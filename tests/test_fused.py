@@ -169,7 +169,7 @@ def test_a_cells_first_record_counts_its_other_seeds_as_ended(tmp_path, mnist_di
 
 @pytest.mark.slow
 def test_the_launcher_batches_plain_mlp_cells_only_and_keeps_the_jobs_order():
-    from hydra_plugins.mnist_compare_launch.plugins import seed_cells
+    from mnist_compare.accel.launch import seed_cells
 
     jobs = [(i, [], cfg) for i, cfg in enumerate(
         [c for arch in ("shallow", "conv") for c in configs(f"arch={arch}", seeds=range(10), epochs=1)]

@@ -75,8 +75,9 @@ def test_no_import_cycle_anywhere():
 
 
 def test_the_core_never_reaches_the_speed_ups():
-    """What the core imports, directly or through others, is core too: `accel=false` and a
-    deleted `mnist_compare/accel` leave every run's code as it is."""
+    """What the core imports, directly or through others, is core too: the speed-ups are reached
+    only through configuration (conf/train.yaml's callback, the sweeper and launcher), which
+    `accel=false` switches off."""
     edges = graph(ROOT, entry=False)
     reached, todo = set(), [m for m in edges if m.startswith(CORE)]
     while todo:

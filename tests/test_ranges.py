@@ -32,9 +32,10 @@ def settings(*overrides: str) -> None:
 EDGES = [
     # lr > 0: the smallest positive value passes, zero and below do not
     ("model.optimizer.lr=1e-12", None),
-    ("model.optimizer.lr=0", "model.optimizer.lr=0 is not allowed: use a number > 0"),
-    ("model.optimizer.lr=0.0", "model.optimizer.lr=0.0 is not allowed: use a number > 0"),
-    ("model.optimizer.lr=-1e-12", "model.optimizer.lr=-1e-12 is not allowed: use a number > 0"),
+    ("model.optimizer.lr=0", "model.optimizer.lr=0 is not allowed: use a finite number > 0"),
+    ("model.optimizer.lr=0.0", "model.optimizer.lr=0.0 is not allowed: use a finite number > 0"),
+    ("model.optimizer.lr=-1e-12", "model.optimizer.lr=-1e-12 is not allowed: use a finite number > 0"),
+    ("model.optimizer.lr=inf", "model.optimizer.lr=inf is not allowed: use a finite number > 0"),
     ("model.optimizer.lr=true", "model.optimizer.lr=True is not allowed"),
     # seed >= 0
     ("seed=0", None),

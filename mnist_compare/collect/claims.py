@@ -191,7 +191,8 @@ def _verdict(expect: str, target: float, estimate: float, p_holm: float) -> str:
 
 def _power(row: dict, scale: tuple[np.ndarray, str] | None, alpha: float, expect: str, target: float) -> None:
     """For a comparison not shown: the smallest effect these seeds detect with 80% power at the
-    family's level, and the seeds the observed effect would need (statsmodels' TTestPower)."""
+    family's level, and the seeds the observed effect would need (`stats.power`: the paired t's noncentral
+    distribution, which statsmodels' TTestPower cannot evaluate at a family's level for few seeds)."""
     row["detectable_effect"], row["seeds_needed"] = math.nan, math.nan
     if row["verdict"] != NOT_SHOWN or scale is None:
         return
@@ -307,7 +308,8 @@ METHOD = (
     "< {alpha:g} and it goes the report's way, is **contradicted** when it goes the other way, and is **not "
     "shown** otherwise. A claim holds when all its comparisons hold and is contradicted when one is. For each "
     "comparison not shown: the smallest true effect these seeds detect with 80% power at the family's level "
-    "({alpha:g} / m, m the family's size; paired t, statsmodels' TTestPower; for a band, the distance from its "
+    "({alpha:g} / m, m the family's size; power of the paired t from its noncentral distribution, equal to "
+    "statsmodels' TTestPower wherever that gives a figure; for a band, the distance from its "
     "nearer edge) and the seeds the observed effect would need. \"Runs that learned nothing\": runs among the "
     "compared ones that predicted one class or stayed at chance throughout (flagged in runs.csv), averaged in.")
 

@@ -170,7 +170,8 @@ def section(table: pd.DataFrame, notes: list[str]) -> list[str]:
             "context minus its gain in the paired context of the first folder (the baseline), seed by seed. "
             "Mean, 95% CI (Student-t), paired t-test and Wilcoxon p-values, Holm over these interactions "
             "(statsmodels); for those not significant, the smallest interaction these seeds detect with 80% power "
-            f"at the family's level ({ALPHA:g} / m, paired t, statsmodels' TTestPower) and the seeds the observed "
+            f"at the family's level ({ALPHA:g} / m; power of the paired t from its noncentral distribution, equal "
+            "to statsmodels' TTestPower wherever that gives a figure) and the seeds the observed "
             "one would need.", ""]
     text.append(view(table).to_markdown(index=False, disable_numparse=True) if not table.empty
                 else "None: no context has the four cells, and no later folder's technique gain could be paired.")

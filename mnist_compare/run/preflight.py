@@ -14,6 +14,7 @@ import difflib
 import itertools
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -95,8 +96,9 @@ def check_settings(cfg: DictConfig) -> None:
         raise UserError(
             f"trainer.max_epochs={epochs!r} is not allowed: use an integer >= 1, e.g. trainer.max_epochs=50")
     lr = (cfg.model.get("optimizer") or {}).get("lr")
-    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0):
-        raise UserError(f"model.optimizer.lr={lr!r} is not allowed: use a number > 0, e.g. model.optimizer.lr=0.001")
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, int | float) or not 0 < lr < math.inf):
+        raise UserError(f"model.optimizer.lr={lr!r} is not allowed: use a finite number > 0, e.g. "
+                        "model.optimizer.lr=0.001")
     for name, callback in (cfg.get("callbacks") or {}).items():
         monitor = (callback or {}).get("monitor")
         if monitor is None:
@@ -212,6 +214,9 @@ def dry_step(model: Any, configured: Any, cfg: DictConfig, device: torch.device)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            if not torch.isfinite(loss) or not all(torch.isfinite(p).all() for p in model.parameters()):
+                raise UserError("the model's loss or weights are not finite after one training step on one batch: "
+                                "check the optimiser's settings (e.g. model.optimizer.lr) and the model's")
     except UserError:
         raise
     except Exception as e:
