@@ -50,7 +50,7 @@ CASES = {  # name: (arguments, what the error line must say)
     "zero epochs": (["trainer.max_epochs=0"], "trainer.max_epochs=0 is not allowed: use an integer >= 1"),
     "negative lr": (["model.optimizer.lr=-1"], "model.optimizer.lr=-1 is not allowed: use a finite number > 0"),
     "lr not a number": (["model.optimizer.lr=abc"], "model.optimizer.lr='abc' is not allowed: use a finite number > 0"),
-    "lr that overflows the weights": (["model.optimizer._target_=torch.optim.SGD", "model.optimizer.lr=1e38"],
+    "lr that overflows the weights": (["model.optimizer._target_=torch.optim.SGD", "model.optimizer.lr=3e38"],
                                       "the model's loss or weights are not finite after one training step"),
     "infinite lr": (["model.optimizer.lr=inf"], "model.optimizer.lr=inf is not allowed: use a finite number > 0"),
     "zero threads": (["threads=0"], "threads=0 is not allowed: use an integer >= 1"),

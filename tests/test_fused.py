@@ -192,6 +192,7 @@ def test_the_batched_layer_computes_no_gradient_autograd_would_not(monkeypatch):
     assert w.grad.shape == w.shape and b.grad.shape == b.shape
 
 
+@pytest.mark.skipif("MUTANT_UNDER_TEST" in os.environ, reason="mutation testing rewrites the classes' source")
 def test_the_cell_knows_the_module_and_net_it_repeats():
     """`VERIFIED` pins the code of CompareModule and PairNet that the batched cell repeats. When
     this fails, one of them was edited: make `accel/fused.py` repeat the edit (the tests above,
