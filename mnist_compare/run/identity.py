@@ -105,16 +105,17 @@ def group_id(config: dict[str, Any]) -> str:
     return digest(tree)
 
 
-def _spell(value: Any) -> str:
+def spell(value: Any) -> str:
+    """One spelling per value, as on the command line: false, null, 0 (for 0.0), [10,50,2]."""
     value = canonical(value)
     if isinstance(value, bool):
         return str(value).lower()
     if value is None:
         return "null"
     if isinstance(value, list):
-        return "[" + ",".join(_spell(v) for v in value) + "]"
+        return "[" + ",".join(spell(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{" + ",".join(f"{k}:{_spell(v)}" for k, v in value.items()) + "}"
+        return "{" + ",".join(f"{k}:{spell(v)}" for k, v in value.items()) + "}"
     return str(value)
 
 
@@ -127,7 +128,7 @@ def job_dirname(task_overrides: ListConfig | list[str]) -> str:
         key = o.key_or_group
         if key in NEUTRAL_KEYS or o.is_sweep_override():
             continue
-        parts.append(f"{key}=null" if o.is_delete() else f"{key}={_spell(o.value())}")
+        parts.append(f"{key}=null" if o.is_delete() else f"{key}={spell(o.value())}")
     return _fit_name(",".join(sorted(parts)) or "defaults")
 
 

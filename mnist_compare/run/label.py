@@ -9,12 +9,11 @@ where it runs.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
-from mnist_compare.run.identity import NEUTRAL_KEYS, canonical
+from mnist_compare.run.identity import NEUTRAL_KEYS, spell
 
 KNOBS = ("arch", "ws", "aux", "seed")  # always shown, first
 VALUE_CHARS = 24  # a longer value (a list, a path) is cut to this many characters
@@ -23,18 +22,6 @@ EXTRA_CHARS = 120  # and the added part of the label to about this many
 
 def _short(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def spell(value: Any) -> str:
-    """One spelling per value, as on the command line: false, null, 0 (for 0.0), [10,50,2]."""
-    value = canonical(value)
-    if isinstance(value, bool) or value is None:
-        return str(value).lower() if value is not None else "null"
-    if isinstance(value, list):
-        return "[" + ",".join(map(spell, value)) + "]"
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{k}:{spell(v)}" for k, v in value.items()) + "}"
-    return str(value)
 
 
 def variant(overrides: Sequence[str]) -> list[str]:
