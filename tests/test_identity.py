@@ -128,3 +128,16 @@ def test_the_first_folder_of_a_run_found_twice_is_kept(tmp_path):
         (tmp_path / name / "metrics.json").write_text(json.dumps(record))
     assert finished_runs(tmp_path)["same"][0] == tmp_path / "a"  # in sorted order
     assert finished_runs(tmp_path / "nothing") == {}
+
+
+def test_a_test_set_of_the_protocols_size_is_the_run_it_always_was():
+    """data.test_pairs null, or equal to n_pairs, draws the protocol's test set: the same run (and the
+    published run_ids stay); any other size, or another training size with a fixed test set, is not."""
+    default = run_id(identity_config(composed()))
+    assert "test_pairs" not in identity_config(composed())["data"]
+    assert run_id(identity_config(composed("data.test_pairs=1000"))) == default
+    assert run_id(identity_config(composed("data.test_pairs=null"))) == default
+    assert run_id(identity_config(composed("data.test_pairs=500"))) != default
+    fixed = identity_config(composed("data.n_pairs=2000", "data.test_pairs=1000"))
+    assert fixed["data"]["test_pairs"] == 1000
+    assert run_id(fixed) != run_id(identity_config(composed("data.n_pairs=2000")))

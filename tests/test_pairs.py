@@ -84,3 +84,29 @@ def test_pairs_come_from_the_data_dir_asked_for(tmp_path, mnist_dir, monkeypatch
     generate_pair_sets(5, 0, tmp_path / "mine")
     generate_pair_sets(5, 0)
     assert asked == [str(tmp_path / "mine"), None]
+
+
+def test_a_fixed_test_set_is_the_same_whatever_the_training_size(mnist_dir):
+    """data.test_pairs fixes the test pairs of a seed across training sizes, and the training pairs
+    of a smaller size are the first of a larger one's: a size sweep compares like with like."""
+    small = generate_pair_sets(250, 4, test_pairs=1000)
+    large = generate_pair_sets(4000, 4, test_pairs=1000)
+    protocol = generate_pair_sets(1000, 4)
+    assert small[0].shape[0] == 250 and large[0].shape[0] == 4000 and small[3].shape[0] == 1000
+    for i in range(3):
+        assert torch.equal(small[i], large[i][:250])  # nested training pairs
+        assert torch.equal(small[3 + i], large[3 + i]) and torch.equal(large[3 + i], protocol[3 + i])
+    assert generate_pair_sets(4000, 4)[3].shape[0] == 4000  # null: as many test pairs as training pairs
+
+
+@pytest.mark.parametrize(("n_pairs", "test_pairs", "words"), [
+    (5001, None, "data.test_pairs=1000 fixes the test set"),  # the protocol's test set cannot grow so far
+    (30001, 1000, "from 1 to 30000"), (1000, 5001, "data.test_pairs=5001"), (1000, 0, "data.test_pairs=0"),
+    (0, 1000, "data.n_pairs=0"),
+])
+def test_sizes_beyond_mnist_are_refused_with_the_way_out(n_pairs, test_pairs, words):
+    from mnist_compare.errors import UserError
+
+    with pytest.raises(UserError, match=words.replace("(", r"\(")):
+        generate_pair_sets(n_pairs, 0, test_pairs=test_pairs)
+    assert generate_pair_sets(30000, 0, test_pairs=5000)[0].shape[0] == 30000

@@ -80,11 +80,12 @@ def test_a_protocol_run_departs_in_nothing():
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", ["arch=conv", "ws=true", "aux=0.5", "seed=3"])
     from mnist_compare.collect.vs_report import departures, protocol_config
-    from mnist_compare.run.identity import flatten
+    from mnist_compare.run.identity import flat_config
 
-    flat = flatten(identity_config(cfg))
+    flat = flat_config(identity_config(cfg))
     protocol = protocol_config("conv", True, 0.5)
     assert departures(flat, protocol) == []
+    assert departures({**flat, "data.test_pairs": 500}, protocol) == ["data.test_pairs=500 (protocol: 1000)"]
     assert departures({**flat, "threads": 2, "model.weight_sharing": False}, protocol) == [
         "model.weight_sharing=false (protocol: true)", "threads=2 (protocol: 1)"]
     assert departures({k: v for k, v in flat.items() if k != "trainer.precision"}, protocol) == [

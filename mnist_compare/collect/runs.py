@@ -14,7 +14,7 @@ import pandas as pd
 
 from mnist_compare.errors import UserError
 from mnist_compare.results import DUPLICATE, FAILURE, METRICS, read_json
-from mnist_compare.run.identity import SEED_KEYS, canonical, flatten, group_id, run_id
+from mnist_compare.run.identity import SEED_KEYS, canonical, flat_config, group_id, run_id
 
 # SEED_KEYS (flattened): never define a group; the seeds are what a group averages over and what
 # pairs runs across cells and folders (data.seed fixes the pairs, seed the initialisation).
@@ -170,7 +170,7 @@ def _read_job(sweep: str, root: Path, job: Path) -> tuple[dict[str, Any] | None,
         detail = f"{record.get('epochs')} of {record.get('max_epochs')} epochs"
         return None, {**where, "status": "incomplete", "detail": detail}
     config = canonical(record["config"])
-    flat = flatten(config)
+    flat = flat_config(config)
     row = {k: v for k, v in record.items() if k != "config"}
     row.update(where)
     row.update({

@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 from mnist_compare.collect.fmt import DASH, pm
 from mnist_compare.collect.runs import LAST_EPOCH, UNSET, cell_name, show
 from mnist_compare.paths import CONF_DIR
-from mnist_compare.run.identity import SEED_KEYS, flatten, identity_config
+from mnist_compare.run.identity import SEED_KEYS, flat_config, identity_config
 
 REFERENCE = Path(__file__).with_name("report_2019.csv")
 # The report's training protocol (docs/reference/original-study.md) as flattened config keys; a group
@@ -33,6 +33,7 @@ REFERENCE = Path(__file__).with_name("report_2019.csv")
 PROTOCOL: dict[str, Any] = {
     "trainer.max_epochs": 50,
     "data.n_pairs": 1000,
+    "data.test_pairs": 1000,
     "data.batch_size": 100,
     "data.shuffle": False,
     "data.normalize": False,
@@ -74,7 +75,7 @@ def protocol_config(arch: str, ws: bool, aux: float) -> dict[str, Any]:
     what a run of `python -m mnist_compare.train arch=.. ws=.. aux=..` records."""
     cfg = copy.deepcopy(_composed(arch))
     cfg.ws, cfg.aux = bool(ws), float(aux)
-    return flatten(identity_config(cfg))
+    return flat_config(identity_config(cfg))
 
 
 def _ignored(key: str) -> bool:

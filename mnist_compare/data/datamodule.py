@@ -51,7 +51,7 @@ def _positive_int(name: str, value: object, example: str) -> int:
 
 
 class PairDataModule(pl.LightningDataModule):
-    """Draws the seed's 1000 train and 1000 test pairs; optionally holds out `val_pairs`
+    """Draws the seed's `n_pairs` train and `test_pairs` (null: as many) test pairs; optionally holds out `val_pairs`
     training pairs for validation, so that nothing needs to be chosen on the test pairs."""
 
     def __init__(
@@ -65,9 +65,10 @@ class PairDataModule(pl.LightningDataModule):
         val_pairs: int = 0,
         data_dir: str | Path | None = None,
         augment: Callable[[Batch, torch.Generator], Batch] | None = None,
+        test_pairs: int | None = None,
     ) -> None:
         super().__init__()
-        check_n_pairs(n_pairs)
+        check_n_pairs(n_pairs, test_pairs)
         _positive_int("data.batch_size", batch_size, "data.batch_size=100")
         _positive_int("data.eval_batch_size", eval_batch_size, "data.eval_batch_size=1000")
         if isinstance(val_pairs, bool) or not isinstance(val_pairs, int) or not 0 <= val_pairs < n_pairs:
@@ -76,7 +77,7 @@ class PairDataModule(pl.LightningDataModule):
                 f"n_pairs - 1 = {n_pairs - 1}, e.g. data.val_pairs=200"
             )
         self.save_hyperparameters(ignore=["augment", "data_dir"])
-        self.n_pairs, self.seed, self.val_pairs = n_pairs, seed, val_pairs
+        self.n_pairs, self.test_pairs, self.seed, self.val_pairs = n_pairs, test_pairs, seed, val_pairs
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.shuffle, self.normalize, self.augment = shuffle, normalize, augment
         self.data_dir = data_dir
@@ -98,7 +99,8 @@ class PairDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        tr_x, tr_y, tr_c, te_x, te_y, te_c = generate_pair_sets(self.n_pairs, self.seed, self.data_dir)
+        tr_x, tr_y, tr_c, te_x, te_y, te_c = generate_pair_sets(self.n_pairs, self.seed, self.data_dir,
+                                                                  self.test_pairs)
         n_fit = self.n_pairs - self.val_pairs  # the pairs are a random draw: the tail is a random subset
         if self.normalize:  # statistics of the fitting pairs only, never of validation or test pairs
             self.stats = (float(tr_x[:n_fit].mean()), float(tr_x[:n_fit].std()))

@@ -23,26 +23,37 @@ def _to_pairs(
     return images[index].contiguous(), target, classes
 
 
-def check_n_pairs(n_pairs: int) -> None:
-    limit = min(MAX_PAIRS.values())
-    if isinstance(n_pairs, bool) or not isinstance(n_pairs, int) or not 1 <= n_pairs <= limit:
-        raise UserError(
-            f"data.n_pairs={n_pairs!r} is not allowed: use an integer from 1 to {limit} "
-            f"(the MNIST test set has 10,000 images, two per pair), e.g. data.n_pairs=1000"
-        )
+def check_n_pairs(n_pairs: int, test_pairs: int | None = None) -> None:
+    """The train set may hold up to 30,000 pairs, the test set up to 5,000 (the MNIST test set's
+    10,000 images); with `test_pairs` null the test set has `n_pairs` pairs, as in the protocol."""
+    sizes = {"n_pairs": (n_pairs, MAX_PAIRS["train"] if test_pairs is not None else MAX_PAIRS["test"])}
+    if test_pairs is not None:
+        sizes["test_pairs"] = (test_pairs, MAX_PAIRS["test"])
+    for key, (value, limit) in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
+            why = ("the MNIST test set has 10,000 images, two per pair" if limit == MAX_PAIRS["test"]
+                   else "the MNIST training set has 60,000 images, two per pair")
+            more = ("; data.test_pairs=1000 fixes the test set and allows up to 30000 training pairs"
+                    if key == "n_pairs" and test_pairs is None and isinstance(value, int) and value > limit else "")
+            raise UserError(f"data.{key}={value!r} is not allowed: use an integer from 1 to {limit} ({why}), "
+                            f"e.g. data.{key}=1000{more}")
 
 
 def generate_pair_sets(
-    n_pairs: int, seed: int, data_dir: str | Path | None = None
+    n_pairs: int, seed: int, data_dir: str | Path | None = None, test_pairs: int | None = None
 ) -> tuple[torch.Tensor, ...]:
     """Train input, target, classes, then test input, target, classes, in the prologue's order.
 
     A private generator seeded with `seed` draws the train then the test permutation, so the
     same seed gives the same tensors in any process and the global RNG state is left alone.
+    Each permutation covers its whole MNIST set whatever the sizes, so for one seed the training
+    pairs at a smaller `n_pairs` are the first pairs of those at a larger one, and the test
+    pairs depend only on `test_pairs` (null: `n_pairs`, the protocol).
     """
-    check_n_pairs(n_pairs)
+    check_n_pairs(n_pairs, test_pairs)
     pooled = load_pooled(str(data_dir) if data_dir is not None else None)
     generator = torch.Generator().manual_seed(int(seed))
     train = _to_pairs(n_pairs, pooled["train_input"], pooled["train_target"], generator)
-    test = _to_pairs(n_pairs, pooled["test_input"], pooled["test_target"], generator)
+    n_test = n_pairs if test_pairs is None else test_pairs
+    test = _to_pairs(n_test, pooled["test_input"], pooled["test_target"], generator)
     return train + test

@@ -1,5 +1,8 @@
 """What a run *is*: its resolved config (minus settings that cannot change numbers), hashed.
 
+`data.test_pairs` at null or equal to `data.n_pairs` draws the very test set the protocol does: it
+is left out, so the runs made before the key existed keep their identity.
+
 Folder names, resume and the collector's duplicate check all rest on this one definition, so
 `aux=0`, `aux=0.0` and leaving `aux` at its default are the same run everywhere.
 """
@@ -46,6 +49,15 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def flat_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A stored identity config flattened, with `data.test_pairs` spelt out where the identity leaves
+    it out (the protocol's size, `data.n_pairs`): so a reader compares sizes, never a missing key."""
+    flat = flatten(config)
+    if "data.n_pairs" in flat:
+        flat.setdefault("data.test_pairs", flat["data.n_pairs"])
+    return flat
+
+
 def targets(tree: Any, prefix: str = "") -> list[tuple[str, str]]:
     """(dotted key, value) of every `_target_` in a plain config tree, lists included."""
     if isinstance(tree, list):
@@ -71,6 +83,9 @@ def identity_config(cfg: DictConfig) -> dict[str, Any]:
     assert isinstance(plain, dict)
     for dotted in NEUTRAL_KEYS:
         _drop(plain, dotted)
+    data = plain.get("data")
+    if isinstance(data, dict) and data.get("test_pairs", None) in (None, data.get("n_pairs")):
+        data.pop("test_pairs", None)  # the protocol's one size for both sets: the run it always was
     if "threads" in plain and plain["threads"] is None:
         plain["threads"] = process_threads()
     return canonical(plain)
