@@ -23,3 +23,17 @@ def test_study_quotes_the_robustness_table_and_summary_as_generated():
     assert len(table) == 13 and len(summary) > 5
     for line in table + summary:
         assert line in study, f"docs/study.md does not quote this line of robustness.md as generated:\n{line}"
+
+
+def test_the_published_aux_curve_is_the_paired_effects_numbers():
+    """The aux-weight curve comes from the generic curve code; its figures are the paired effects' own."""
+    import numpy as np
+    import pandas as pd
+
+    curves = pd.read_csv(RESULTS / "aux_curve" / "curves.csv")
+    effects = pd.read_csv(RESULTS / "aux_curve" / "paired_effects.csv")
+    effects["value"] = [float(e.split()[-1]) for e in effects["effect"]]
+    merged = curves.merge(effects, left_on=["line", "value"], right_on=["arch", "value"], suffixes=("", "_e"))
+    assert len(merged) == len(curves) == len(effects) == 30
+    for key in ("mean_diff", "ci95_low", "ci95_high", "p_ttest", "p_wilcoxon", "p_holm"):
+        assert np.array_equal(merged[key], merged[f"{key}_e"], equal_nan=True), key

@@ -13,8 +13,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mnist_compare.collect import claims, hparams
-from mnist_compare.collect.figures import aux_curve_figure, bars_figure, curves_figure
+from mnist_compare.collect import claims, curves, hparams
+from mnist_compare.collect.figures import bars_figure, curves_figure
 from mnist_compare.collect.interactions import interactions
 from mnist_compare.collect.report import write_tables
 from mnist_compare.collect.runs import load_sweeps, newest_sweep
@@ -72,7 +72,7 @@ def collect(roots: Path | Sequence[Path], out: Path | None = None, pairs: dict[s
     hparams.write(out, sweep)
     curves_figure(out / "curves.png", sweep.runs)
     bars_figure(out / "table1.png", summary, sweep.runs)
-    aux_curve_figure(out / "aux_curve.png", summary, sweep.runs)
+    curves.write(out, sweep.runs, sweep.labels, f"Effect curves of {', '.join(folders)}")
     return md
 
 
@@ -138,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"written to {out}: results.md/.csv/.tex, paired_effects.csv, interactions.csv, conclusions.md/.csv, "
           "runs.csv, curves.png, table1.png, tensorboard/ (tensorboard --logdir it: the HPARAMS view)"
           " (variant_effects.csv with several folders; vs_report.md/.csv where the report's protocol was run;"
-          " aux_curve.png for three or more aux weights)")
+          " curves.md/.csv and a curve_*.png per architecture where a number, data.n_pairs or aux, was swept over"
+          " three values or more)")
     return 0
 
 

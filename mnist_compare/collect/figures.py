@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
-from mnist_compare.collect.runs import DELIVERED, LAST_EPOCH, cell_name, show
+from mnist_compare.collect.runs import DELIVERED, LAST_EPOCH, cell_name
 
 CHANCE = 0.5  # two classes, about balanced
 
@@ -161,28 +161,3 @@ def axis_floor(summary: pd.DataFrame) -> float:
     means = summary["test_acc_mean"].to_numpy(float)
     lows = means - np.nan_to_num(summary["test_acc_std"].to_numpy(float))  # n = 1: no std
     return float(min(CHANCE, np.nanmin(lows) - 0.05)) if len(lows) else CHANCE
-
-
-def aux_curve_figure(path: Path, summary: pd.DataFrame, runs: pd.DataFrame) -> bool:
-    """Test accuracy against the auxiliary weight, one line per context and WS, when the sweep has
-    at least three weights; returns whether it drew one."""
-    if summary["aux"].nunique() < 3:
-        return False
-    lines = summary.groupby(["context", "ws"]).ngroups
-    fig, ax = plt.subplots(figsize=(6.5, 4.4 + 0.2 * lines))
-    for (name, ws), group in summary.groupby(["context", "ws"], sort=False):
-        group = group.sort_values("aux")
-        mean, std = group["test_acc_mean"].to_numpy(float), group["test_acc_std"].to_numpy(float)
-        chosen = _chosen(group["delivered"])
-        label = f"{name} ws={show(bool(ws))}" + (" (checkpoint chosen on validation)" if chosen else "")
-        (line,) = ax.plot(group["aux"], mean, marker="o", ms=3, ls="--" if chosen else "-", label=label)
-        ax.fill_between(group["aux"], mean - std, mean + std, color=line.get_color(), alpha=0.2)
-    ax.set_xlabel("auxiliary loss weight w  (loss = (1 - w) comparison CE + w digit CE)")
-    ax.set_ylabel("test accuracy, mean ± 1 std over seeds")
-    ax.set_title(_wrap(f"{_delivered(runs['selection'])}; {_seeds(summary['n'])}", 6.5), fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
