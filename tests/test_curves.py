@@ -62,6 +62,9 @@ def test_a_size_study_is_a_curve_along_n_pairs_with_the_gains_it_was_built_with(
     said = "\n".join(curves.findings(found))
     assert "**deep, aux 0.5**" in said and "it stops being shown above data.n_pairs = 1000" in said
     assert "**conv, aux 0.5**" in said and "gain shown at data.n_pairs = 250, 1000, 4000" in said
+    interaction = next(line for line in said.splitlines() if "**deep, WS x aux 0.5 (interaction)**" in line)
+    assert "loss shown at 250, 1000, 4000" in interaction and "gain" not in interaction
+    assert "(no technique: conv - shallow (the second best): +2.9 pp at 250, +2.9 pp at 1000" in said
 
 
 def test_the_claims_at_each_value_are_the_conclusions_of_that_block(tmp_path):

@@ -47,7 +47,8 @@ class Curves:
     knob: str
     table: pd.DataFrame  # one row per (line, technique, value)
     levels: pd.DataFrame  # test accuracy per (line, cell, value): mean and 95% interval
-    verdicts: pd.DataFrame  # the report's claims per (line, value), where the protocol's cells are there
+    verdicts: pd.DataFrame  # the report's claims per value, where the protocol's cells are there
+    comparisons: pd.DataFrame  # each claim's comparisons per value: estimate, 95% CI, verdict
     notes: list[str] = field(default_factory=list)
 
 
@@ -143,26 +144,29 @@ def _levels(runs: pd.DataFrame, labels: list[str], knob: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _verdicts(runs: pd.DataFrame, labels: list[str], knob: str) -> pd.DataFrame:
-    """The report's claims at each value (each a block of its own, as in conclusions.csv)."""
+def _verdicts(runs: pd.DataFrame, labels: list[str], knob: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The report's claims at each value, and their comparisons (each value a block of its own, as
+    in conclusions.csv)."""
     if knob == AUX:
-        return pd.DataFrame()
+        return pd.DataFrame(), pd.DataFrame()
     others = [k for k in labels if k not in ("arch", "ws", "aux", knob)]
-    rows = []
+    rows, parts = [], []
     for key, block in runs.groupby([*others, knob], sort=False):
         key = key if isinstance(key, tuple) else (key,)
         cells, _ = claims.gather(block)
         if cells is None:
             continue
         table = claims.conclusions(cells)
-        for claim, parts in table.groupby("claim", sort=False):
-            rows.append({"others": " ".join(f"{k}={v}" for k, v in zip(others, key, strict=False)),
-                         "value": _number(key[-1]), "claim": claim, "says": parts["says"].iloc[0],
-                         "verdict": parts["claim_verdict"].iloc[0],
-                         "comparisons": ", ".join(f"{(parts['verdict'] == v).sum()} {v}"
+        where = {"others": " ".join(f"{k}={v}" for k, v in zip(others, key, strict=False)), "value": _number(key[-1])}
+        parts += [{**where, **r} for r in table[["claim", "comparison", "expect", "n_seeds", "estimate", "ci95_low",
+                                                   "ci95_high", "p_holm", "verdict"]].to_dict("records")]
+        for claim, group in table.groupby("claim", sort=False):
+            rows.append({**where, "claim": claim, "says": group["says"].iloc[0],
+                         "verdict": group["claim_verdict"].iloc[0],
+                         "comparisons": ", ".join(f"{(group['verdict'] == v).sum()} {v}"
                                                   for v in (claims.HOLDS, claims.NOT_SHOWN, claims.CONTRADICTED)
-                                                  if (parts["verdict"] == v).any())})
-    return pd.DataFrame(rows)
+                                                  if (group["verdict"] == v).any())})
+    return pd.DataFrame(rows), pd.DataFrame(parts)
 
 
 def curves(runs: pd.DataFrame, labels: list[str]) -> list[Curves]:
@@ -171,7 +175,7 @@ def curves(runs: pd.DataFrame, labels: list[str]) -> list[Curves]:
     for knob in knobs(runs, labels):
         rows, notes = _comparisons(runs, labels, knob)
         if not rows:
-            found.append(Curves(knob, pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), notes))
+            found.append(Curves(knob, pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), notes))
             continue
         diffs = [r.pop("_diff") for r in rows]
         table = _holm(pd.DataFrame(rows))
@@ -186,7 +190,7 @@ def curves(runs: pd.DataFrame, labels: list[str]) -> list[Curves]:
         table = table.sort_values(["line", "technique", "value"], kind="stable",  # lines in the collector's order
                                   key=lambda col: col.map(first[col.name]) if col.name in first else col)
         found.append(Curves(knob, table.reset_index(drop=True), _levels(runs, labels, knob),
-                            _verdicts(runs, labels, knob), notes))
+                            *_verdicts(runs, labels, knob), notes))
     return found
 
 
@@ -211,8 +215,11 @@ def findings(c: Curves) -> list[str]:
         gains = [v for v, k in zip(rows["value"], kinds, strict=True) if k == "gain"]
         losses = [v for v, k in zip(rows["value"], kinds, strict=True) if k == "loss"]
         unshown = rows[[k == "not shown" for k in kinds]]
-        span = f"{100 * rows['mean_diff'].min():+.1f} to {100 * rows['mean_diff'].max():+.1f} pp"
+        low, high = (f"{100 * rows['mean_diff'].agg(f):+.1f}" for f in ("min", "max"))
+        span = f"{low} pp" if low == high else f"{low} to {high} pp"
         parts = [f"gain shown at {knob} = {_values(gains)}" if gains else "no gain shown at any value"]
+        if losses and not gains:
+            parts = []
         if losses:
             parts.append(f"loss shown at {_values(losses)}")
         if len(unshown):
@@ -232,10 +239,30 @@ def findings(c: Curves) -> list[str]:
             holds = [v for v in row.index if row[v] == claims.HOLDS]
             against = [v for v in row.index if row[v] == claims.CONTRADICTED]
             says = c.verdicts.loc[c.verdicts["claim"] == claim, "says"].iloc[0]
+            parts = c.comparisons[c.comparisons["claim"] == claim].sort_values("value")
+            sizes = "" if parts["comparison"].nunique() > 1 else " (" + parts["comparison"].iloc[0] \
+                + ": " + ", ".join(_estimate(r) for _, r in parts.iterrows()) + ")"
             lines.append(f"- Claim *{says}*: holds at {_values(holds) if holds else 'no value'}"
                          f"{f'; contradicted at {_values(against)}' if against else ''} (of {knob} = "
-                         f"{_values(list(row.index))}).")
+                         f"{_values(list(row.index))}){sizes}.")
     return lines
+
+
+def _estimate(row: pd.Series) -> str:
+    """A claim's comparison at one value, in points (a level, e.g. digit accuracy, in percent)."""
+    level = str(row["expect"]).startswith("digit")
+    return f"{100 * row['estimate']:{'.1f' if level else '+.1f'}}{'%' if level else ' pp'} at {row['value']:g}"
+
+
+def comparisons_view(parts: pd.DataFrame, knob: str) -> pd.DataFrame:
+    """Each comparison of the claims (rows) at each value (columns): estimate, 95% CI, verdict."""
+    cell = [f"{num(e, '+.4f')} [{num(lo, '+.4f')}, {num(hi, '+.4f')}] {v}"
+            for e, lo, hi, v in zip(parts["estimate"], parts["ci95_low"], parts["ci95_high"], parts["verdict"],
+                                    strict=True)]
+    grid = parts.assign(cell=cell).pivot_table(index=["claim", "comparison"], columns="value", values="cell",
+                                               aggfunc="first", sort=False)
+    grid.columns = [f"{knob}={v:g}" for v in grid.columns]
+    return grid.reset_index().fillna(DASH)
 
 
 def view(table: pd.DataFrame) -> pd.DataFrame:
@@ -275,6 +302,11 @@ def markdown(found: list[Curves], title: str) -> str:
                      grid.reset_index().drop(columns="claim").rename(columns={"says": "claim (the report)"})
                      .to_markdown(index=False, disable_numparse=True), ""]
         text += ["### Every comparison", "", view(c.table).to_markdown(index=False, disable_numparse=True), ""]
+        if not c.comparisons.empty:
+            text += ["### The claims' comparisons at each value", "",
+                     "Estimate, 95% CI and verdict of each comparison (a difference of test accuracy; for "
+                     "the digit claim, the digit accuracy itself).", "",
+                     comparisons_view(c.comparisons, c.knob).to_markdown(index=False, disable_numparse=True), ""]
         if c.notes:
             text += ["Not compared:", "", *(f"- {n}" for n in c.notes), ""]
     return "\n".join(text)
