@@ -41,6 +41,25 @@ EDGES = [
     ("seed=0", None),
     ("seed=-1", "seed=-1 is not allowed: use an integer >= 0"),
     ("seed=true", "seed=True is not allowed"),
+    # seeds up to 2**32 - 1, the largest numpy and Lightning take: seed, and data.seed when set apart
+    ("seed=4294967295", None),
+    ("seed=4294967296", "seed=4294967296 is not allowed: use an integer from 0 to 4294967295 (2**32 - 1, the "
+                        "largest seed numpy and Lightning take), e.g. seed=0"),
+    ("data.seed=4294967295", None),
+    ("data.seed=0", None),
+    ("data.seed=4294967296", "data.seed=4294967296 is not allowed: use an integer from 0 to 4294967295 (2**32 - 1, "
+                             "the largest seed numpy and Lightning take), e.g. data.seed=0"),
+    ("data.seed=-1", "data.seed=-1 is not allowed: use an integer from 0 to 4294967295"),
+    # label smoothing in [0, 1); left out of a model config: not checked
+    ("model.label_smoothing=0", None),
+    ("model.label_smoothing=0.999", None),
+    ("~model.label_smoothing", None),
+    ("model.label_smoothing=1", "model.label_smoothing=1 is not allowed: use a number from 0 up to (not including) "
+                                "1, e.g. model.label_smoothing=0.1"),
+    ("model.label_smoothing=1.5", "model.label_smoothing=1.5 is not allowed"),
+    ("model.label_smoothing=-0.01", "model.label_smoothing=-0.01 is not allowed"),
+    ("model.label_smoothing=true", "model.label_smoothing=True is not allowed"),
+    ("model.label_smoothing=small", "model.label_smoothing='small' is not allowed"),
     # threads >= 1 (or null: torch's default)
     ("threads=1", None),
     ("threads=null", None),
@@ -98,6 +117,10 @@ def test_aux_weight_outside_zero_to_one_is_refused(w):
     ({"n_pairs": 0}, "data.n_pairs=0 is not allowed: use an integer from 1 to 5000"),
     ({"n_pairs": 5001}, "data.n_pairs=5001 is not allowed: use an integer from 1 to 5000"),
     ({"n_pairs": True}, "data.n_pairs=True is not allowed"),
+    ({"n_pairs": 30000, "test_pairs": 5000}, None),  # a fixed test set lets the training set grow
+    ({"n_pairs": 30001, "test_pairs": 1000}, "data.n_pairs=30001 is not allowed: use an integer from 1 to 30000"),
+    ({"test_pairs": 5001}, "data.test_pairs=5001 is not allowed: use an integer from 1 to 5000"),
+    ({"test_pairs": 0}, "data.test_pairs=0 is not allowed"),
     ({"batch_size": 1, "eval_batch_size": 1}, None),
     ({"batch_size": 0}, "data.batch_size=0 is not allowed: use an integer >= 1"),
     ({"eval_batch_size": 0}, "data.eval_batch_size=0 is not allowed: use an integer >= 1"),
