@@ -60,6 +60,16 @@ EDGES = [
     ("model.label_smoothing=-0.01", "model.label_smoothing=-0.01 is not allowed"),
     ("model.label_smoothing=true", "model.label_smoothing=True is not allowed"),
     ("model.label_smoothing=small", "model.label_smoothing='small' is not allowed"),
+    # the model's copies of ws and aux agree with them (the records and tables name runs by ws and aux)
+    ("model.weight_sharing=false", None),
+    ("~model.weight_sharing", None),
+    ("~model.aux_loss_weight", None),
+    ("model.weight_sharing=true", "model.weight_sharing=true disagrees with ws=false: set ws=true instead (records, "
+                                  "console and tables name runs by ws)"),
+    ("model.weight_sharing=0", "model.weight_sharing=0 disagrees with ws=false: set ws=0 instead"),
+    ("model.aux_loss_weight=0.5", "model.aux_loss_weight=0.5 disagrees with aux=0.0: set aux=0.5 instead (records, "
+                                  "console and tables name runs by aux)"),
+    ("model.aux_loss_weight=abc", "model.aux_loss_weight=abc disagrees with aux=0.0: set aux=abc instead"),
     # threads >= 1 (or null: torch's default)
     ("threads=1", None),
     ("threads=null", None),
