@@ -32,7 +32,8 @@ def settings(*overrides: str) -> None:
 EDGES = [
     # lr > 0: the smallest positive value passes, zero and below do not
     ("model.optimizer.lr=1e-12", None),
-    ("model.optimizer.lr=0", "model.optimizer.lr=0 is not allowed: use a finite number > 0"),
+    ("model.optimizer.lr=0", "model.optimizer.lr=0 is not allowed: use a finite number > 0, e.g. "
+                             "model.optimizer.lr=0.001"),
     ("model.optimizer.lr=0.0", "model.optimizer.lr=0.0 is not allowed: use a finite number > 0"),
     ("model.optimizer.lr=-1e-12", "model.optimizer.lr=-1e-12 is not allowed: use a finite number > 0"),
     ("model.optimizer.lr=inf", "model.optimizer.lr=inf is not allowed: use a finite number > 0"),
@@ -157,6 +158,9 @@ def test_data_ranges_are_exact_at_their_edges(kwargs, error):
      "callbacks.best_on_val.monitor=val/accuracy is not logged: use one of val/acc, val/loss"),
     (["callbacks=best_on_val", "data.val_pairs=100", "callbacks.best_on_val=null"], None),
     (["callbacks=best_on_val", "~callbacks.best_on_val.monitor"], None),  # monitors nothing: no pairs needed
+    # every callback is checked, also after one that monitors nothing
+    (["callbacks=best_on_val", "data.val_pairs=100", "~callbacks.best_on_val.monitor",
+      "+callbacks.later={monitor:val/accuracy}"], "callbacks.later.monitor=val/accuracy is not logged"),
 ])
 def test_monitored_figures_are_logged_ones_on_validation_pairs(hydra, overrides, error):
     if error is None:
