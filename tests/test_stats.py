@@ -4,8 +4,30 @@ known answers: fast, and each case kills a plausible bug that the whole-collecti
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import special, stats
+from statsmodels.stats.multitest import multipletests
+
 from mnist_compare.collect.runs import UNSET
-from mnist_compare.collect.stats import _changes, _copy_of
+from mnist_compare.collect.stats import (
+    _changes,
+    _copy_of,
+    _effect_name,
+    _holm,
+    _mean_if_all,
+    _paired_test,
+    _pvalues,
+    accuracy_interval,
+    including,
+    not_learned,
+    t_interval,
+    wilcoxon_floor,
+    wilcoxon_text,
+)
 
 
 def test_a_copy_is_a_key_that_follows_its_source_in_this_config():
@@ -33,3 +55,95 @@ def test_changes_name_each_differing_setting_once_unset_counting_as_a_value():
     assert _changes(apart, {"arch.pipe.dropout": 0.1, "model.pipe.dropout": 0.1}) == ["model.pipe.dropout: 0.3 -> 0.1"]
     # a copy new in the variant, following a source that is new too: said once
     assert _changes({}, {"arch.pipe.dropout": 0.2, "model.pipe.dropout": 0.2}) == [f"arch.pipe.dropout: {UNSET} -> 0.2"]
+
+
+def test_t_interval_is_the_mean_plus_minus_the_t_quantile_times_the_standard_error():
+    values = np.array([0.01, 0.03, 0.02, 0.05])
+    half = stats.t.ppf(0.975, 3) * values.std(ddof=1) / 2
+    assert t_interval(values) == pytest.approx((values.mean() - half, values.mean() + half), abs=1e-15)
+    _, high = t_interval(values, level=0.9)
+    assert high - values.mean() == pytest.approx(stats.t.ppf(0.95, 3) * values.std(ddof=1) / 2)
+    assert all(math.isnan(v) for v in t_interval(np.array([0.5])))
+    two = t_interval(np.array([0.1, 0.3]))  # two values: an interval on 1 degree of freedom
+    assert two[0] == pytest.approx(0.2 - 12.706204736 * 0.1414213562 / math.sqrt(2), abs=1e-8)
+
+
+def test_accuracy_interval_is_a_logit_t_interval_and_none_where_it_would_pretend():
+    values = np.array([0.80, 0.83, 0.85, 0.81])
+    low, high = t_interval(special.logit(values))
+    assert accuracy_interval(values) == pytest.approx((special.expit(low), special.expit(high), ""))
+    assert accuracy_interval(np.array([0.8, 0.9]))[2] == "n = 2 < 3 seeds: no interval"
+    assert math.isnan(accuracy_interval(np.array([0.8, 0.9]))[0])
+    assert accuracy_interval(np.array([0.7, 0.8, 0.9]))[2] == ""  # three seeds: an interval
+    assert accuracy_interval(np.array([0.8, 0.8, 0.8]))[2] == "no variance: every seed gives 0.8000; no interval"
+    for edge in ([1.0, 0.9, 0.95], [0.0, 0.1, 0.2]):
+        low, high, note = accuracy_interval(np.array(edge))
+        assert math.isnan(low) and math.isnan(high) and note == "an accuracy of exactly 0 or 1: no logit interval"
+    low, high, _ = accuracy_interval(np.array([0.97, 0.999, 0.99]))
+    assert 0 < low < high < 1  # the plain t interval would cross 1 here
+
+
+def test_paired_test_gives_scipys_t_and_wilcoxon_or_says_why_not():
+    diff = np.array([0.01, 0.02, 0.015, 0.03, -0.005])
+    row = _paired_test(diff)
+    assert row["n_pairs"] == 5 and row["mean_diff"] == pytest.approx(diff.mean())
+    assert (row["ci95_low"], row["ci95_high"]) == pytest.approx(t_interval(diff))
+    assert row["p_ttest"] == pytest.approx(stats.ttest_1samp(diff, 0.0).pvalue)
+    assert row["p_wilcoxon"] == pytest.approx(stats.wilcoxon(diff).pvalue) and row["status"] == ""
+    flat = _paired_test(np.array([0.02, 0.02, 0.02]))
+    assert flat["status"] == "no variance: every seed differs by +0.0200; no test, not significant"
+    assert all(math.isnan(flat[k]) for k in ("ci95_low", "ci95_high", "p_ttest", "p_wilcoxon"))
+    assert _pvalues(np.array([0.0, 0.0, 1e-12, -1e-12]))[1] == 1.0  # all within float noise of 0: no signed ranks
+
+
+def test_holm_adjusts_one_family_an_untested_row_counting_as_p_one():
+    table = pd.DataFrame({"mean_diff": [0.02, -0.03, 0.01, 0.0], "p_ttest": [0.01, 0.004, 0.3, math.nan],
+                          "status": ["", "", "", "no variance: every seed differs by +0.0000; no test, "
+                                                 "not significant"],
+                          "_not_learned": [0, 2, 0, 1]})
+    out = _holm(table.copy())
+    expected = multipletests([0.01, 0.004, 0.3, 1.0], alpha=0.05, method="holm")[1]
+    assert out["p_holm"].iloc[:3].tolist() == pytest.approx(expected[:3]) and math.isnan(out["p_holm"].iloc[3])
+    assert out["verdict"].tolist() == [
+        "gain (Holm p < 0.05)", "loss (Holm p < 0.05); includes 2 runs that learned nothing",
+        "not significant at 5% (Holm)",
+        "no variance: every seed differs by +0.0000; no test, not significant; includes 1 run that learned nothing"]
+    assert "status" not in out and "_not_learned" not in out
+    assert _holm(pd.DataFrame()).empty
+    just = _holm(pd.DataFrame({"mean_diff": [0.01], "p_ttest": [0.05], "status": [""]}))  # p = alpha: not below it
+    assert just["verdict"].iloc[0] == "not significant at 5% (Holm)"
+
+
+def test_effect_names_say_what_the_cell_changes_from_the_baseline():
+    assert _effect_name((True, 0.0), (False, 0.0)) == "WS"
+    assert _effect_name((False, 0.5), (False, 0.0)) == "aux 0.5"
+    assert _effect_name((True, 0.5), (False, 0.0)) == "WS + aux 0.5"
+    assert _effect_name((False, 0.0), (True, 0.0)) == "no WS"
+    assert _effect_name((True, 0.0), (True, 0.25)) == "no aux"
+    assert including(0) == "" and including(1) == "; includes 1 run that learned nothing"
+    assert including(3) == "; includes 3 runs that learned nothing"
+
+
+def test_wilcoxon_floor_and_the_text_that_hides_a_p_that_cannot_reach_alpha():
+    assert wilcoxon_floor(3) == pytest.approx(0.25) and wilcoxon_floor(5) == pytest.approx(0.0625)
+    assert wilcoxon_floor(6) == pytest.approx(0.03125) and wilcoxon_floor(0) == 1.0
+    assert wilcoxon_text(0.25, 3) == "— (n = 3: cannot go below 0.25)"
+    assert wilcoxon_text(0.0625, 5) == "— (n = 5: cannot go below 0.0625)"
+    assert wilcoxon_text(0.03125, 6) == "0.0312" and wilcoxon_text(math.nan, 6) == "—"
+
+
+def test_a_figure_is_averaged_only_when_every_run_has_it():
+    assert _mean_if_all(pd.Series([0.5, 0.7])) == pytest.approx(0.6)
+    assert math.isnan(_mean_if_all(pd.Series([0.5, None]))) and math.isnan(_mean_if_all(None))
+    assert math.isnan(_mean_if_all(pd.Series([0.5, "x"]))) and math.isnan(_mean_if_all(pd.Series([], dtype=float)))
+    assert math.isnan(_mean_if_all(pd.Series([0.5, math.inf])))
+
+
+def test_runs_that_learned_nothing_are_named_with_their_seeds():
+    runs = pd.DataFrame({"seed": [0, 1, 2], "learned_nothing": [False, True, True],
+                         "learned_nothing_why": ["", "one class predicted throughout", "at chance"]})
+    assert not_learned(runs) == ("2 of 3 runs learned nothing (seeds 1, 2: one class predicted throughout, ...), "
+                                 "averaged in")
+    assert not_learned(runs.iloc[:2]) == "1 of 2 runs learned nothing (seed 1: one class predicted throughout), " \
+                                         "averaged in"
+    assert not_learned(runs.iloc[:1]) == "" and not_learned(runs.drop(columns="learned_nothing")) == ""
