@@ -147,3 +147,59 @@ def test_runs_that_learned_nothing_are_named_with_their_seeds():
     assert not_learned(runs.iloc[:2]) == "1 of 2 runs learned nothing (seed 1: one class predicted throughout), " \
                                          "averaged in"
     assert not_learned(runs.iloc[:1]) == "" and not_learned(runs.drop(columns="learned_nothing")) == ""
+
+
+def _runs(tmp_path, cells, seeds=range(4), **extra):
+    """A loaded sweep of deep-MLP cells {(ws, aux): [acc per seed]}."""
+    from test_collect import fake_run
+
+    from mnist_compare.collect.runs import load_sweep
+
+    for (ws, aux), accs in cells.items():
+        for seed in seeds:
+            fake_run(tmp_path, "deep", ws, aux, seed, accs[seed], **extra)
+    return load_sweep(tmp_path)
+
+
+def test_a_groups_summary_says_every_figure_of_its_runs(tmp_path):
+    from mnist_compare.collect.stats import summarise_groups
+
+    accs = [0.80, 0.84, 0.82, 0.86]
+    sweep = _runs(tmp_path, {(False, 0.0): accs})
+    (row,) = summarise_groups(sweep.runs, sweep.labels).to_dict("records")
+    assert (row["arch"], row["ws"], row["aux"], row["n"]) == ("deep", False, 0.0, 4)
+    assert row["test_acc_mean"] == pytest.approx(0.83) and row["test_acc_std"] == pytest.approx(np.std(accs, ddof=1))
+    assert (row["ci95_low"], row["ci95_high"]) == pytest.approx(accuracy_interval(np.array(accs))[:2])
+    assert row["best_epoch_on_test_mean"] == pytest.approx(0.84)  # fake runs: best epoch = acc + 0.01
+    assert row["best_epoch_on_test_std"] == pytest.approx(np.std(accs, ddof=1))
+    assert row["test_aux_acc_mean"] == pytest.approx(0.9) and row["test_rule_acc_mean"] == pytest.approx(0.95)
+    assert row["train_time_s_mean"] == pytest.approx(2.0) and math.isnan(row["val_acc_mean"])
+    assert row["n_params"] == sweep.runs["n_params"].iloc[0] and row["n_params"] > 1000
+    assert row["delivered"] == "last-epoch test accuracy" and row["note"] == ""
+    assert row["context"] == "deep" and row["group"] == 0 and row["sweep"] == str(tmp_path)
+
+
+def test_a_single_run_group_has_no_spread_and_says_so(tmp_path):
+    from mnist_compare.collect.stats import summarise_groups
+
+    sweep = _runs(tmp_path, {(False, 0.0): [0.8]}, seeds=range(1))
+    (row,) = summarise_groups(sweep.runs, sweep.labels).to_dict("records")
+    assert row["n"] == 1 and math.isnan(row["test_acc_std"]) and math.isnan(row["best_epoch_on_test_std"])
+    assert row["note"] == "n = 1 < 3 seeds: no interval" and math.isnan(row["ci95_low"])
+
+
+def test_paired_effects_say_why_a_comparison_was_not_made(tmp_path):
+    from mnist_compare.collect.stats import paired_effects
+
+    only = _runs(tmp_path / "only", {(False, 0.0): [0.8, 0.81, 0.82, 0.83]})
+    effects, notes = paired_effects(only.runs, only.labels)
+    assert effects.empty and notes == ["deep: only the baseline cell (WS off, aux off), nothing to compare it with"]
+    no_base = _runs(tmp_path / "nobase", {(False, 0.5): [0.8] * 4, (True, 0.5): [0.81] * 4})
+    effects, notes = paired_effects(no_base.runs, no_base.labels)
+    assert effects.empty and notes == ["deep: no baseline cell (WS off, aux off; or WS on, aux off when WS off was "
+                                       "not run) among WS off, aux 0.5, WS on, aux 0.5"]
+    ws_base = _runs(tmp_path / "wsbase", {(True, 0.0): [0.80, 0.81, 0.79, 0.80], (True, 0.5): [0.85, 0.87, 0.84, 0.86]})
+    effects, notes = paired_effects(ws_base.runs, ws_base.labels)
+    (row,) = effects.to_dict("records")
+    assert row["baseline"] == "WS on, aux off" and row["effect"] == "aux 0.5" and not notes
+    assert row["mean_diff"] == pytest.approx(0.055)
