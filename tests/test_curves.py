@@ -25,19 +25,25 @@ def aux_gain(arch: str, n: int) -> float:
     return {250: 0.05, 500: 0.03, 1000: 0.02, 4000: 0.0}[n] if arch == "deep" else base
 
 
-def size_sweep(root, sizes=SIZES, seeds=range(6)):
+def size_sweep(root, sizes=SIZES, seeds=range(6), fixed_test=True, skip=(), ws_gain=None, **extra):
     """The protocol's twelve cells at each training size, the test set fixed at 1000 pairs (left out
-    of the identity at 1000, as the training side records it)."""
+    of the identity at 1000, as the training side records it) or, `fixed_test=False`, as large as
+    the training set (the protocol's rule); `skip`: (size, cell) left out."""
     for n in sizes:
         for arch, cells in HOLDING.items():
             for cell, mean in cells.items():
                 ws, aux = claims.CELLS[cell]
+                if (n, cell) in skip:
+                    continue
                 if aux:
                     mean = cells["no technique"] + aux_gain(arch, n) + (cells["WS + aux"] - cells["aux"]) * ws
+                if ws_gain is not None and ws:
+                    mean = mean - (cells["WS"] - cells["no technique"]) + ws_gain
                 for seed in seeds:
                     acc = round(mean + SEED_SHIFT[seed] + noise(arch, cell, seed, 0.002), 6)
-                    keys = {"data.n_pairs": n, **({"data.test_pairs": 1000} if n != 1000 else {})}
-                    fake_run(root, arch, ws, aux, seed, acc, **keys)
+                    keys = {"data.n_pairs": n, **({"data.test_pairs": 1000} if n != 1000 and fixed_test else {})}
+                    fake_run(root, arch, ws, aux, seed, acc, job=None if not extra else
+                             f"{arch},{ws},{aux},{seed},{n},{','.join(map(str, extra.values()))}", **keys, **extra)
     return root
 
 
@@ -63,7 +69,7 @@ def test_a_size_study_is_a_curve_along_n_pairs_with_the_gains_it_was_built_with(
     assert "**deep, aux 0.5**" in said and "it stops being shown above data.n_pairs = 1000" in said
     assert "**conv, aux 0.5**" in said and "gain shown at data.n_pairs = 250, 1000, 4000" in said
     interaction = next(line for line in said.splitlines() if "**deep, WS x aux 0.5 (interaction)**" in line)
-    assert "loss shown at 250, 1000, 4000" in interaction and "gain" not in interaction
+    assert "loss shown at data.n_pairs = 250, 1000, 4000" in interaction and "gain" not in interaction
     assert "(no technique: conv - shallow (the second best): +2.9 pp at 250, +2.9 pp at 1000" in said
 
 
@@ -140,3 +146,65 @@ def test_a_setting_with_two_values_or_a_word_is_no_knob(tmp_path):
     sweep = load_sweep(tmp_path)
     assert curves.knobs(sweep.runs, sweep.labels) == []
     assert curves.curves(sweep.runs, sweep.labels) == []
+
+
+def test_a_plain_size_sweep_has_one_knob_the_test_set_following_the_training_set(tmp_path):
+    """Without data.test_pairs the test set grows with the training set: not a second knob, not a label."""
+    sweep = load_sweep(size_sweep(tmp_path, seeds=range(3), fixed_test=False))
+    assert "data.test_pairs" not in sweep.labels and set(sweep.runs["context"]) == {
+        f"arch={a} data.n_pairs={n}" for a in ("shallow", "deep", "conv") for n in SIZES}
+    (found,) = curves.curves(sweep.runs, sweep.labels)
+    assert found.knob == "data.n_pairs" and set(found.table["line"]) == {"shallow", "deep", "conv"}
+
+
+def test_other_settings_keep_their_own_claims_and_lines(tmp_path):
+    """Sizes x two learning rates: at lr 0.01 WS hurts, at 0.001 it helps; the claims and the
+    curves of one never stand for the other's."""
+    for lr, gain in ((0.001, None), (0.01, -0.02)):
+        size_sweep(tmp_path, seeds=range(4), ws_gain=gain, **{"model.optimizer.lr": lr})
+    sweep = load_sweep(tmp_path)
+    (found,) = curves.curves(sweep.runs, sweep.labels)
+    ws = found.verdicts[found.verdicts["claim"] == "ws_improves"].set_index(["others", "value"])["verdict"].sort_index()
+    assert set(ws[("model.optimizer.lr=0.001",)]) == {"holds"}
+    assert set(ws[("model.optimizer.lr=0.01",)]) == {"contradicted"}
+    said = "\n".join(curves.findings(found))
+    assert "model.optimizer.lr=0.01: Claim *Weight sharing alone improves each architecture*: holds at no value; " \
+           "contradicted at 250, 1000, 4000" in said
+    assert set(found.table["line"]) == {f"arch={a} model.optimizer.lr={lr}" for a in ("shallow", "deep", "conv")
+                                        for lr in ("0.001", "0.01")}
+    md = curves.markdown([found], "t")
+    assert "| other settings " in md and "nan" not in md
+
+
+def test_one_baseline_per_curve_and_missing_cells_said(tmp_path):
+    """WS off/aux off missing at one size: every value of the curve is measured from WS on/aux off,
+    the gap is said, and the claims at that size say why there are none."""
+    sweep = load_sweep(size_sweep(tmp_path, seeds=range(3), skip={(250, "no technique")}))
+    (found,) = curves.curves(sweep.runs, sweep.labels)
+    assert set(found.table["technique"]) == {"no WS", "aux 0.5", "no WS + aux 0.5", "WS x aux 0.5 (interaction)"}
+    assert set(found.table.groupby("technique")["value"].nunique()) == {3, 2}  # "no WS" lacks 250
+    assert "deep data.n_pairs=250: no WS off, aux off cell" in found.notes
+    assert any(n.startswith("the report's claims at data.n_pairs=250: missing cells") for n in found.notes)
+    assert sorted(set(found.verdicts["value"])) == [1000, 4000]
+
+
+def test_a_technique_run_at_one_value_is_no_curve_and_not_in_the_family(tmp_path):
+    size_sweep(tmp_path, seeds=range(3))
+    for seed in range(3):
+        fake_run(tmp_path, "deep", False, 0.25, seed, 0.85 + SEED_SHIFT[seed], job=f"extra{seed}")
+    sweep = load_sweep(tmp_path)
+    found, by_aux = curves.curves(sweep.runs, sweep.labels)  # at 1000 pairs the deep MLP has 3 aux weights
+    assert (found.knob, by_aux.knob) == ("data.n_pairs", "aux") and set(by_aux.table["line"]) == {
+        "arch=deep data.n_pairs=1000"}
+    assert "aux 0.25" not in set(found.table["technique"]) and len(found.table) == 36
+    assert "deep, aux 0.25: compared at one data.n_pairs only: no curve, left out of the family" in found.notes
+
+
+def test_a_gain_without_spread_is_said_without_a_power_figure():
+    table = pd.DataFrame({"line": ["deep"] * 3, "technique": ["WS"] * 3, "value": [1.0, 2.0, 4.0],
+                          "mean_diff": [0.01, 0.0, 0.0], "p_holm": [0.01, math.nan, math.nan],
+                          "verdict": ["gain (Holm p < 0.05)"] + ["no variance: ...; no test, not significant"] * 2,
+                          "detectable_effect": [math.nan] * 3})
+    (line,) = curves.findings(curves.Curves("x", table, pd.DataFrame(), pd.DataFrame(), pd.DataFrame()))
+    assert "not shown at 2, 4 (no spread to size a test by); it stops being shown above x = 1" in line
+    assert "nan" not in line

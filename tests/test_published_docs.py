@@ -37,3 +37,16 @@ def test_the_published_aux_curve_is_the_paired_effects_numbers():
     assert len(merged) == len(curves) == len(effects) == 30
     for key in ("mean_diff", "ci95_low", "ci95_high", "p_ttest", "p_wilcoxon", "p_holm"):
         assert np.array_equal(merged[key], merged[f"{key}_e"], equal_nan=True), key
+
+
+def test_the_published_curves_page_is_what_the_collector_writes_now():
+    """curves.md of the published aux-weight sweep, regenerated from its runs (no figures drawn)."""
+    import os
+
+    from mnist_compare.collect import curves
+    from mnist_compare.collect.runs import load_sweep
+
+    folder = os.path.relpath(RESULTS / "aux_curve", ROOT)  # as the collector was called: from the repo root
+    sweep = load_sweep(RESULTS / "aux_curve")
+    written = curves.markdown(curves.curves(sweep.runs, sweep.labels), f"Effect curves of {folder}")
+    assert written == (RESULTS / "aux_curve" / "curves.md").read_text()

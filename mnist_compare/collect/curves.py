@@ -50,6 +50,7 @@ class Curves:
     verdicts: pd.DataFrame  # the report's claims per value, where the protocol's cells are there
     comparisons: pd.DataFrame  # each claim's comparisons per value: estimate, 95% CI, verdict
     notes: list[str] = field(default_factory=list)
+    delivered: str = ""  # which accuracy the runs deliver (last epoch, or a checkpoint chosen on validation)
 
 
 def _number(text: str) -> float | None:
@@ -61,18 +62,11 @@ def _number(text: str) -> float | None:
 
 
 def knobs(runs: pd.DataFrame, labels: list[str]) -> list[str]:
-    """The numeric settings swept over MIN_VALUES values or more (labels as `_labels` spells them),
-    then `aux` when the auxiliary weight was."""
-    found = []
-    for key in labels:
-        if key in ("arch", "ws", "aux"):
-            continue
-        values = set(runs[key])
-        if UNSET not in values and len(values) >= MIN_VALUES and all(_number(v) is not None for v in values):
-            found.append(key)
-    if runs["aux"].nunique() >= MIN_VALUES:
-        found.append(AUX)
-    return found
+    """The numeric settings (labels as `_labels` spells them) that take MIN_VALUES values or more
+    within one line (the architecture and the other settings), then `aux` where it does."""
+    numeric = [k for k in labels if k not in ("arch", "ws", "aux")
+               and all(v != UNSET and _number(v) is not None for v in runs[k])]
+    return [k for k in [*numeric, AUX] if runs.groupby(_lines(labels, k), sort=False)[k].nunique().max() >= MIN_VALUES]
 
 
 def log_scale(values: list[float]) -> bool:
@@ -84,52 +78,64 @@ def log_scale(values: list[float]) -> bool:
     return bool(ratios.min() >= math.log(1.5) and ratios.max() / ratios.min() < 1.5)
 
 
-def _lines(runs: pd.DataFrame, labels: list[str], knob: str) -> list[str]:
+def _lines(labels: list[str], knob: str) -> list[str]:
     """What a line is: the architecture and every other setting that differs (not the knob, ws, aux)."""
     return [k for k in labels if k not in ("ws", "aux", knob)]
 
 
 def _comparisons(runs: pd.DataFrame, labels: list[str], knob: str) -> tuple[list[dict], list[str]]:
+    """Per line, technique and value: the seed-paired difference from the line's baseline cell,
+    the same cell at every value (WS off and aux off; else WS on and aux off; for the aux knob,
+    weight 0 at the same WS), so that a curve is one comparison followed along the knob."""
     rows, notes = [], []
-    line_keys = _lines(runs, labels, knob)
-    by = [*line_keys, "ws"] if knob == AUX else [*line_keys, knob]
-    for key, group in runs.groupby(by, sort=False):
+    line_keys = _lines(labels, knob)
+    for key, line_runs in runs.groupby([*line_keys, "ws"] if knob == AUX else line_keys, sort=False):
         key = key if isinstance(key, tuple) else (key,)
         line = context_name(dict(zip(line_keys, key, strict=False)))
-        cells = _cells(group)
         if knob == AUX:
             ws = bool(key[-1])
-            base = (ws, 0.0)
-            if base not in cells:
+            cells = _cells(line_runs)
+            if (ws, 0.0) not in cells:
                 notes.append(f"{line}, WS {'on' if ws else 'off'}: no aux 0 cell to measure the weights against")
                 continue
-            pairs = [(f"aux (WS {'on' if ws else 'off'})", a, [(1.0, cells[(ws, a)]), (-1.0, cells[base])])
-                     for (_, a) in sorted(c for c in cells if c != base)]
+            pairs = [(f"aux (WS {'on' if ws else 'off'})", a, [(1.0, cells[(ws, a)]), (-1.0, cells[(ws, 0.0)])])
+                     for (_, a) in sorted(c for c in cells if c != (ws, 0.0))]
         else:
-            value = _number(key[-1])
-            base = next((b for b in ((False, 0.0), (True, 0.0)) if b in cells), None)
+            by_value = {_number(v): _cells(g) for v, g in line_runs.groupby(knob, sort=False)}
+            base = next((b for b in ((False, 0.0), (True, 0.0)) if all(b in c for c in by_value.values())), None)
             if base is None:
-                notes.append(f"{line} {knob}={key[-1]}: no baseline cell (WS off or on, aux off)")
+                notes.append(f"{line}: no baseline cell (WS off or on, aux off) run at every {knob}: no curve")
                 continue
-            pairs = [(_effect_name(c, base), value, [(1.0, cells[c]), (-1.0, cells[base])])
-                     for c in sorted((c for c in cells if c != base), key=lambda c: (c[1], c[0]))]
-            pairs += [(f"WS x aux {a:g} (interaction)", value,
-                       [(1.0, cells[(True, a)]), (-1.0, cells[(False, a)]), (-1.0, cells[(True, 0.0)]),
-                        (1.0, cells[(False, 0.0)])])
-                      for a in sorted({a for _, a in cells if a})
-                      if all(c in cells for c in ((False, 0.0), (True, 0.0), (False, a), (True, a)))]
+            techniques = sorted({c for cells in by_value.values() for c in cells if c != base},
+                                key=lambda c: (c[1], c[0]))
+            pairs = []
+            for value, cells in sorted(by_value.items()):
+                missing = [cell_name(*c) for c in techniques if c not in cells]
+                if missing:
+                    notes.append(f"{line} {knob}={value:g}: no {'; no '.join(missing)} cell")
+                pairs += [(_effect_name(c, base), value, [(1.0, cells[c]), (-1.0, cells[base])])
+                          for c in techniques if c in cells]
+                pairs += [(f"WS x aux {a:g} (interaction)", value,
+                           [(1.0, cells[(True, a)]), (-1.0, cells[(False, a)]), (-1.0, cells[(True, 0.0)]),
+                            (1.0, cells[(False, 0.0)])])
+                          for a in sorted({a for _, a in cells if a})
+                          if all(c in cells for c in ((False, 0.0), (True, 0.0), (False, a), (True, a)))]
         for technique, value, terms in pairs:
             diff, n, bad = _contrast(terms)
             if n < 2:
                 notes.append(f"{line}, {technique} at {knob}={value:g}: {n} seed(s) in common (fewer than 2): no test")
                 continue
-            rows.append({"knob": knob, "line": line, "arch": group["arch"].iloc[0], "technique": technique,
+            rows.append({"knob": knob, "line": line, "arch": line_runs["arch"].iloc[0], "technique": technique,
                          "value": value, **_paired_test(diff), "_not_learned": bad, "_diff": diff})
-    return rows, notes
+    points = pd.Series([(r["line"], r["technique"]) for r in rows]).value_counts() if rows else pd.Series()
+    for (line, technique), n in points.items():
+        if n < 2:
+            notes.append(f"{line}, {technique}: compared at one {knob} only: no curve, left out of the family")
+    return [r for r in rows if points[(r["line"], r["technique"])] >= 2], notes
 
 
 def _levels(runs: pd.DataFrame, labels: list[str], knob: str) -> pd.DataFrame:
-    line_keys = _lines(runs, labels, knob)
+    line_keys = _lines(labels, knob)
     rows = []
     for key, group in runs.groupby([*line_keys, "ws", "aux", knob] if knob != AUX else [*line_keys, "ws", "aux"],
                                    sort=False):
@@ -144,20 +150,22 @@ def _levels(runs: pd.DataFrame, labels: list[str], knob: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _verdicts(runs: pd.DataFrame, labels: list[str], knob: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The report's claims at each value, and their comparisons (each value a block of its own, as
-    in conclusions.csv)."""
+def _verdicts(runs: pd.DataFrame, labels: list[str], knob: str) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """The report's claims at each value, their comparisons (each value, with the other settings
+    that differ, a block of its own, as in conclusions.csv), and why a block has none."""
     if knob == AUX:
-        return pd.DataFrame(), pd.DataFrame()
+        return pd.DataFrame(), pd.DataFrame(), []
     others = [k for k in labels if k not in ("arch", "ws", "aux", knob)]
-    rows, parts = [], []
+    rows, parts, notes = [], [], []
     for key, block in runs.groupby([*others, knob], sort=False):
         key = key if isinstance(key, tuple) else (key,)
-        cells, _ = claims.gather(block)
+        where = {"others": " ".join(f"{k}={v}" for k, v in zip(others, key, strict=False)), "value": _number(key[-1])}
+        cells, why = claims.gather(block)
         if cells is None:
+            notes.append(f"the report's claims at {' '.join(filter(None, [where['others'], f'{knob}={key[-1]}']))}: "
+                         f"{why}")
             continue
         table = claims.conclusions(cells)
-        where = {"others": " ".join(f"{k}={v}" for k, v in zip(others, key, strict=False)), "value": _number(key[-1])}
         parts += [{**where, **r} for r in table[["claim", "comparison", "expect", "n_seeds", "estimate", "ci95_low",
                                                    "ci95_high", "p_holm", "verdict"]].to_dict("records")]
         for claim, group in table.groupby("claim", sort=False):
@@ -166,7 +174,7 @@ def _verdicts(runs: pd.DataFrame, labels: list[str], knob: str) -> tuple[pd.Data
                          "comparisons": ", ".join(f"{(group['verdict'] == v).sum()} {v}"
                                                   for v in (claims.HOLDS, claims.NOT_SHOWN, claims.CONTRADICTED)
                                                   if (group["verdict"] == v).any())})
-    return pd.DataFrame(rows), pd.DataFrame(parts)
+    return pd.DataFrame(rows), pd.DataFrame(parts), notes
 
 
 def curves(runs: pd.DataFrame, labels: list[str]) -> list[Curves]:
@@ -175,10 +183,11 @@ def curves(runs: pd.DataFrame, labels: list[str]) -> list[Curves]:
     for knob in knobs(runs, labels):
         rows, notes = _comparisons(runs, labels, knob)
         if not rows:
-            found.append(Curves(knob, pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), notes))
+            found.append(Curves(knob, pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), notes,
+                                "; ".join(dict.fromkeys(runs["delivered"]))))
             continue
         diffs = [r.pop("_diff") for r in rows]
-        table = _holm(pd.DataFrame(rows))
+        table = _holm(pd.DataFrame(rows)).rename(columns={"n_pairs": "n_seeds"})  # pairs of runs, one per seed
         alpha = ALPHA / len(table)
         shown = table["p_holm"].to_numpy(float) < ALPHA
         sds = [float(np.std(d, ddof=1)) for d in diffs]
@@ -189,8 +198,9 @@ def curves(runs: pd.DataFrame, labels: list[str]) -> list[Curves]:
         first = {k: {v: i for i, v in enumerate(dict.fromkeys(table[k]))} for k in ("line", "technique")}
         table = table.sort_values(["line", "technique", "value"], kind="stable",  # lines in the collector's order
                                   key=lambda col: col.map(first[col.name]) if col.name in first else col)
-        found.append(Curves(knob, table.reset_index(drop=True), _levels(runs, labels, knob),
-                            *_verdicts(runs, labels, knob), notes))
+        verdicts, parts, why = _verdicts(runs, labels, knob)
+        found.append(Curves(knob, table.reset_index(drop=True), _levels(runs, labels, knob), verdicts, parts,
+                            notes + why, "; ".join(dict.fromkeys(runs["delivered"]))))
     return found
 
 
@@ -207,6 +217,8 @@ def _values(values: list[float]) -> str:
 def findings(c: Curves) -> list[str]:
     """The curves in sentences, every figure from the table: where each technique's gain is shown,
     where it is not and what these seeds could have detected there, the interaction, the claims."""
+    if c.table.empty:
+        return []
     lines = []
     knob = "the auxiliary weight" if c.knob == AUX else c.knob
     for (line, technique), rows in c.table.groupby(["line", "technique"], sort=False):
@@ -217,34 +229,39 @@ def findings(c: Curves) -> list[str]:
         unshown = rows[[k == "not shown" for k in kinds]]
         low, high = (f"{100 * rows['mean_diff'].agg(f):+.1f}" for f in ("min", "max"))
         span = f"{low} pp" if low == high else f"{low} to {high} pp"
-        parts = [f"gain shown at {knob} = {_values(gains)}" if gains else "no gain shown at any value"]
-        if losses and not gains:
-            parts = []
+        parts = [f"gain shown at {knob} = {_values(gains)}"] if gains else [] if losses else ["no gain shown"]
         if losses:
-            parts.append(f"loss shown at {_values(losses)}")
+            parts.append(f"loss shown at {knob} = {_values(losses)}")
         if len(unshown):
             detect = unshown["detectable_effect"].to_numpy(float)
-            low, high = f"{100 * np.nanmin(detect):.1f}", f"{100 * np.nanmax(detect):.1f}"
-            parts.append(f"not shown at {_values(list(unshown['value']))} (there these seeds detect "
-                         f"{low if low == high else f'{low}-{high}'} pp with 80% power)")
-        trend = ""
+            sized = detect[np.isfinite(detect)]
+            low, high = (f"{100 * sized.min():.1f}", f"{100 * sized.max():.1f}") if len(sized) else ("", "")
+            power = ("no spread to size a test by" if not len(sized) else
+                     f"there these seeds detect {low if low == high else f'{low}-{high}'} pp with 80% power"
+                     + ("" if len(sized) == len(detect) else "; elsewhere no spread to size a test by"))
+            parts.append(f"not shown at {_values(list(unshown['value']))} ({power})")
         if gains and len(unshown) and max(gains) < unshown["value"].min():
-            trend = f"; it stops being shown above {knob} = {max(gains):g}"
+            parts[-1] += f"; it stops being shown above {knob} = {max(gains):g}"
+        empty = [v for v, verdict in zip(rows["value"], rows["verdict"], strict=True) if "learned nothing" in verdict]
+        if empty:
+            parts.append(f"runs that learned nothing among those compared at {_values(empty)}")
         lines.append(f"- **{line}, {technique}** ({span} over {knob} = {_values(list(rows['value']))}): "
-                     f"{'; '.join(parts)}{trend}.")
-    if not c.verdicts.empty:
-        grid = c.verdicts.pivot_table(index="claim", columns="value", values="verdict", aggfunc="first")
-        for claim in dict.fromkeys(c.verdicts["claim"]):
-            row = grid.loc[claim]
-            holds = [v for v in row.index if row[v] == claims.HOLDS]
-            against = [v for v in row.index if row[v] == claims.CONTRADICTED]
-            says = c.verdicts.loc[c.verdicts["claim"] == claim, "says"].iloc[0]
-            parts = c.comparisons[c.comparisons["claim"] == claim].sort_values("value")
-            sizes = "" if parts["comparison"].nunique() > 1 else " (" + parts["comparison"].iloc[0] \
-                + ": " + ", ".join(_estimate(r) for _, r in parts.iterrows()) + ")"
-            lines.append(f"- Claim *{says}*: holds at {_values(holds) if holds else 'no value'}"
-                         f"{f'; contradicted at {_values(against)}' if against else ''} (of {knob} = "
-                         f"{_values(list(row.index))}){sizes}.")
+                     f"{'; '.join(parts)}.")
+    if c.verdicts.empty:
+        return lines
+    for (others, claim), rows in c.verdicts.groupby(["others", "claim"], sort=False):
+        rows = rows.sort_values("value")
+        holds = [v for v, verdict in zip(rows["value"], rows["verdict"], strict=True) if verdict == claims.HOLDS]
+        against = [v for v, verdict in zip(rows["value"], rows["verdict"], strict=True)
+                   if verdict == claims.CONTRADICTED]
+        parts = c.comparisons[(c.comparisons["others"] == others) & (c.comparisons["claim"] == claim)]
+        parts = parts.sort_values("value")
+        sizes = "" if parts["comparison"].nunique() > 1 else " (" + parts["comparison"].iloc[0] \
+            + ": " + ", ".join(_estimate(r) for _, r in parts.iterrows()) + ")"
+        lines.append(f"- {f'{others}: ' if others else ''}Claim *{rows['says'].iloc[0]}*: holds at "
+                     f"{_values(holds) if holds else 'no value'}"
+                     f"{f'; contradicted at {_values(against)}' if against else ''} (of {knob} = "
+                     f"{_values(list(rows['value']))}){sizes}.")
     return lines
 
 
@@ -259,16 +276,17 @@ def comparisons_view(parts: pd.DataFrame, knob: str) -> pd.DataFrame:
     cell = [f"{num(e, '+.4f')} [{num(lo, '+.4f')}, {num(hi, '+.4f')}] {v}"
             for e, lo, hi, v in zip(parts["estimate"], parts["ci95_low"], parts["ci95_high"], parts["verdict"],
                                     strict=True)]
-    grid = parts.assign(cell=cell).pivot_table(index=["claim", "comparison"], columns="value", values="cell",
-                                               aggfunc="first", sort=False)
+    index = ["others", "claim", "comparison"] if (parts["others"] != "").any() else ["claim", "comparison"]
+    grid = parts.assign(cell=cell).pivot_table(index=index, columns="value", values="cell", aggfunc="first",
+                                               sort=False)
     grid.columns = [f"{knob}={v:g}" for v in grid.columns]
-    return grid.reset_index().fillna(DASH)
+    return grid.reset_index().fillna(DASH).rename(columns={"others": "other settings"})
 
 
 def view(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({
         "line": table["line"], "technique": table["technique"], "value": [f"{v:g}" for v in table["value"]],
-        "n": table["n_pairs"], "gain": [f"{d:+.4f}" for d in table["mean_diff"]],
+        "seeds": table["n_seeds"], "gain": [f"{d:+.4f}" for d in table["mean_diff"]],
         "95% CI": [DASH if not math.isfinite(lo) else f"[{lo:+.4f}, {hi:+.4f}]"
                    for lo, hi in zip(table["ci95_low"], table["ci95_high"], strict=True)],
         "p (Holm)": [num(p, ".3g") for p in table["p_holm"]], "verdict": table["verdict"],
@@ -285,22 +303,23 @@ def markdown(found: list[Curves], title: str) -> str:
         if c.table.empty:
             text += ["No comparison could be made:", "", *(f"- {n}" for n in c.notes), ""]
             continue
-        seeds = sorted(set(c.table["n_pairs"]))
-        text += [f"Family: {len(c.table)} comparisons on {_values(seeds)} seeds. Figures: "
+        seeds = sorted(set(c.table["n_seeds"]))
+        text += [f"Accuracy: {c.delivered}. Family: {len(c.table)} comparisons on {_values(seeds)} seeds. Figures: "
                  + ", ".join(f"[{figure_name(c.knob, line)}]({figure_name(c.knob, line)})"
                              for line in dict.fromkeys(c.table["line"])) + ".", "",
                  "### What the curves show", "", *findings(c), ""]
         if not c.verdicts.empty:
             grid = c.verdicts.assign(cell=[f"{v} ({n})" for v, n in zip(c.verdicts["verdict"],
                                                                          c.verdicts["comparisons"], strict=True)])
-            grid = grid.pivot_table(index=["claim", "says"], columns="value", values="cell", aggfunc="first",
-                                    sort=False)
+            index = ["others", "claim", "says"] if (c.verdicts["others"] != "").any() else ["claim", "says"]
+            grid = grid.pivot_table(index=index, columns="value", values="cell", aggfunc="first", sort=False)
             grid.columns = [f"{c.knob}={v:g}" for v in grid.columns]
             text += ["### The report's claims at each value", "",
                      "Each value is a block of its own (one Holm family, as in conclusions.md): the claim's "
                      "verdict, then how its comparisons came out.", "",
-                     grid.reset_index().drop(columns="claim").rename(columns={"says": "claim (the report)"})
-                     .to_markdown(index=False, disable_numparse=True), ""]
+                     grid.reset_index().drop(columns="claim")
+                     .rename(columns={"says": "claim (the report)", "others": "other settings"})
+                     .fillna(DASH).to_markdown(index=False, disable_numparse=True), ""]
         text += ["### Every comparison", "", view(c.table).to_markdown(index=False, disable_numparse=True), ""]
         if not c.comparisons.empty:
             text += ["### The claims' comparisons at each value", "",
@@ -348,8 +367,8 @@ def figures(out: Path, c: Curves) -> list[Path]:
         top.set_ylabel("test accuracy, mean and 95% CI")
         bottom.set_ylabel("gain over the baseline, seed-paired\nmean and 95% CI (circled: Holm p < 0.05)")
         bottom.set_xlabel(xlabel + (" (log scale)" if log else ""))
-        seeds = sorted(set(gains["n_pairs"]))
-        top.set_title(f"{line}: along {xlabel}, {_values(seeds)} seeds", fontsize=9)
+        seeds = sorted(set(gains["n_seeds"]))
+        top.set_title(f"{line}: along {xlabel}, {_values(seeds)} seeds; {c.delivered}", fontsize=9)
         fig.tight_layout()
         path = out / figure_name(c.knob, line)
         fig.savefig(path, dpi=110)
@@ -365,7 +384,7 @@ def write(out: Path, runs: pd.DataFrame, labels: list[str], title: str) -> list[
         return found
     (out / "curves.md").write_text(markdown(found, title))
     tables = [c.table for c in found if not c.table.empty]
-    columns = ["knob", "line", "arch", "technique", "value", "n_pairs", "mean_diff", "ci95_low", "ci95_high",
+    columns = ["knob", "line", "arch", "technique", "value", "n_seeds", "mean_diff", "ci95_low", "ci95_high",
                "p_ttest", "p_wilcoxon", "p_holm", "verdict", "detectable_effect", "seeds_needed"]
     (pd.concat(tables, ignore_index=True)[columns] if tables else pd.DataFrame(columns=columns)).to_csv(
         out / "curves.csv", index=False)

@@ -19,8 +19,9 @@ from mnist_compare.run.identity import SEED_KEYS, canonical, flat_config, group_
 # SEED_KEYS (flattened): never define a group; the seeds are what a group averages over and what
 # pairs runs across cells and folders (data.seed fixes the pairs, seed the initialisation).
 # Interpolations of ws and aux in conf/model/compare.yaml (`${ws}`, `${aux}`): hidden as labels
-# while they equal their source in every run, since ws and aux already show them.
-ALIASES = {"model.weight_sharing": "ws", "model.aux_loss_weight": "aux"}
+# while they equal their source in every run, since ws and aux already show them. So is the test
+# set's size while it is the training set's (the protocol's rule, `data.test_pairs` null).
+ALIASES = {"model.weight_sharing": "ws", "model.aux_loss_weight": "aux", "data.test_pairs": "data.n_pairs"}
 LABELS = ["arch", "ws", "aux"]
 ARCH_ORDER = ["shallow", "deep", "conv"]  # the report's row order; other architectures follow
 UNSET = "(unset)"  # a key absent from a run's config: a value of its own, never NaN
