@@ -177,15 +177,22 @@ def test_other_settings_keep_their_own_claims_and_lines(tmp_path):
 
 
 def test_one_baseline_per_curve_and_missing_cells_said(tmp_path):
-    """WS off/aux off missing at one size: every value of the curve is measured from WS on/aux off,
-    the gap is said, and the claims at that size say why there are none."""
-    sweep = load_sweep(size_sweep(tmp_path, seeds=range(3), skip={(250, "no technique")}))
+    """WS off/aux off missing at one size: the curves keep it as their baseline and leave that size
+    off, saying so; the claims at that size say why there are none. Missing at all but one size:
+    WS on/aux off is the baseline."""
+    sweep = load_sweep(size_sweep(tmp_path / "a", seeds=range(3), skip={(250, "no technique")}))
     (found,) = curves.curves(sweep.runs, sweep.labels)
-    assert set(found.table["technique"]) == {"no WS", "aux 0.5", "no WS + aux 0.5", "WS x aux 0.5 (interaction)"}
-    assert set(found.table.groupby("technique")["value"].nunique()) == {3, 2}  # "no WS" lacks 250
-    assert "deep data.n_pairs=250: no WS off, aux off cell" in found.notes
+    assert set(found.table["technique"]) == {"WS", "aux 0.5", "WS + aux 0.5", "WS x aux 0.5 (interaction)"}
+    assert set(found.table["value"]) == {1000, 4000}
+    assert "deep data.n_pairs=250: no WS off, aux off cell, the curve's baseline: not on the curve" in found.notes
     assert any(n.startswith("the report's claims at data.n_pairs=250: missing cells") for n in found.notes)
     assert sorted(set(found.verdicts["value"])) == [1000, 4000]
+    skip = {(n, "no technique") for n in (250, 1000)}
+    sweep = load_sweep(size_sweep(tmp_path / "b", seeds=range(3), skip=skip))
+    (found,) = curves.curves(sweep.runs, sweep.labels)
+    assert set(found.table["technique"]) == {"aux 0.5", "no WS + aux 0.5"}  # from WS on, aux off, at 3 sizes
+    assert set(found.table["value"]) == {250, 1000, 4000}
+    assert "deep, no WS: compared at one data.n_pairs only: no curve, left out of the family" in found.notes
 
 
 def test_a_technique_run_at_one_value_is_no_curve_and_not_in_the_family(tmp_path):

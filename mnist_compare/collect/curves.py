@@ -86,7 +86,8 @@ def _lines(labels: list[str], knob: str) -> list[str]:
 def _comparisons(runs: pd.DataFrame, labels: list[str], knob: str) -> tuple[list[dict], list[str]]:
     """Per line, technique and value: the seed-paired difference from the line's baseline cell,
     the same cell at every value (WS off and aux off; else WS on and aux off; for the aux knob,
-    weight 0 at the same WS), so that a curve is one comparison followed along the knob."""
+    weight 0 at the same WS), so that a curve is one comparison followed along the knob; a value
+    without that cell is left off the curve, and said."""
     rows, notes = [], []
     line_keys = _lines(labels, knob)
     for key, line_runs in runs.groupby([*line_keys, "ws"] if knob == AUX else line_keys, sort=False):
@@ -102,14 +103,18 @@ def _comparisons(runs: pd.DataFrame, labels: list[str], knob: str) -> tuple[list
                      for (_, a) in sorted(c for c in cells if c != (ws, 0.0))]
         else:
             by_value = {_number(v): _cells(g) for v, g in line_runs.groupby(knob, sort=False)}
-            base = next((b for b in ((False, 0.0), (True, 0.0)) if all(b in c for c in by_value.values())), None)
+            base = next((b for b in ((False, 0.0), (True, 0.0)) if sum(b in c for c in by_value.values()) >= 2), None)
             if base is None:
-                notes.append(f"{line}: no baseline cell (WS off or on, aux off) run at every {knob}: no curve")
+                notes.append(f"{line}: no baseline cell (WS off or on, aux off) at two {knob} values or more: no curve")
                 continue
             techniques = sorted({c for cells in by_value.values() for c in cells if c != base},
                                 key=lambda c: (c[1], c[0]))
             pairs = []
             for value, cells in sorted(by_value.items()):
+                if base not in cells:
+                    notes.append(f"{line} {knob}={value:g}: no {cell_name(*base)} cell, the curve's baseline: "
+                                 "not on the curve")
+                    continue
                 missing = [cell_name(*c) for c in techniques if c not in cells]
                 if missing:
                     notes.append(f"{line} {knob}={value:g}: no {'; no '.join(missing)} cell")
