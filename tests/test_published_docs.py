@@ -50,3 +50,42 @@ def test_the_published_curves_page_is_what_the_collector_writes_now():
     sweep = load_sweep(RESULTS / "aux_curve")
     written = curves.markdown(curves.curves(sweep.runs, sweep.labels), f"Effect curves of {folder}")
     assert written == (RESULTS / "aux_curve" / "curves.md").read_text()
+
+
+def test_study_quotes_the_training_size_curves_as_generated():
+    study = (ROOT / "docs" / "study.md").read_text()
+    page = (RESULTS / "n_pairs" / "curves.md").read_text()
+    findings = _section(page, "### What the curves show", "### The report's claims at each value")[1:]
+    grid = [line for line in _section(page, "### The report's claims at each value", "### Every comparison")
+            if line.startswith("|")]
+    lead = [line for line in _section(page, "### The claims' comparisons at each value", None)
+            if line.startswith(("| conv_best", "| not_additive"))]
+    assert len(findings) == 12 + 11 and len(grid) == 13 and len(lead) == 11
+    for line in findings + grid + lead:
+        assert line in study, f"docs/study.md does not quote this line of n_pairs/curves.md as generated:\n{line}"
+
+
+def test_the_training_size_study_at_1000_pairs_is_table_1():
+    """Its 1000-pair runs are the published Table-1 runs (same run_ids, same numbers): so are their conclusions."""
+    import pandas as pd
+
+    sizes = pd.read_csv(RESULTS / "n_pairs" / "conclusions.csv")
+    at_1000 = sizes[sizes["block"] == "data.n_pairs=1000"].drop(columns="block").reset_index(drop=True)
+    table1 = pd.read_csv(RESULTS / "table1" / "conclusions.csv").drop(columns="block")
+    pd.testing.assert_frame_equal(at_1000, table1)
+    runs = pd.read_csv(RESULTS / "n_pairs" / "runs.csv")
+    published = pd.read_csv(RESULTS / "table1" / "runs.csv").set_index("run_id")["test_acc"]
+    mine = runs[runs["data.n_pairs"] == 1000].set_index("run_id")["test_acc"]
+    assert len(mine) == 120 and mine.sort_index().equals(published.sort_index())
+
+
+def test_the_published_training_size_curves_are_what_the_collector_writes_now():
+    import os
+
+    from mnist_compare.collect import curves
+    from mnist_compare.collect.runs import load_sweep
+
+    folder = os.path.relpath(RESULTS / "n_pairs", ROOT)
+    sweep = load_sweep(RESULTS / "n_pairs")
+    written = curves.markdown(curves.curves(sweep.runs, sweep.labels), f"Effect curves of {folder}")
+    assert written == (RESULTS / "n_pairs" / "curves.md").read_text()
