@@ -203,3 +203,38 @@ def test_paired_effects_say_why_a_comparison_was_not_made(tmp_path):
     (row,) = effects.to_dict("records")
     assert row["baseline"] == "WS on, aux off" and row["effect"] == "aux 0.5" and not notes
     assert row["mean_diff"] == pytest.approx(0.055)
+
+
+def test_a_copy_set_apart_before_its_source_existed_is_still_a_change():
+    """The baseline set `model.pipe.dropout` by itself; the variant has the source and the copy following it."""
+    assert _changes({"model.pipe.dropout": 0.3}, {"arch.pipe.dropout": 0.2, "model.pipe.dropout": 0.2}) == [
+        f"arch.pipe.dropout: {UNSET} -> 0.2", "model.pipe.dropout: 0.3 -> 0.2"]
+
+
+def _group(arch, ws=False, aux=0.0, seeds=(0, 1), **flat):
+    return pd.DataFrame([{"arch": arch, "ws": ws, "aux": aux, "pair": f"seed={s} data.seed={s}",
+                          "flat": {"arch.name": arch, **flat}, "context": arch} for s in seeds])
+
+
+def test_the_counterpart_is_the_same_cell_of_the_same_arch_or_the_one_named():
+    from mnist_compare.collect.stats import BY_DIFFERENCE, _counterpart
+
+    deep, shallow = _group("deep", **{"arch.pipe.hidden": 20}), _group("shallow", **{"arch.pipe.hidden": 10})
+    variant = _group("deep", **{"model.pipe.dropout": 0.2}).iloc[0]
+    found, how = _counterpart(variant, [shallow, deep])
+    assert found is deep and how == ""
+    # a one-run baseline group is a group like any other
+    single = _group("deep", seeds=(0,))
+    found, how = _counterpart(variant, [single])
+    assert found is single and how == ""
+    # another cell (ws, aux) is never a counterpart
+    found, how = _counterpart(variant, [_group("deep", ws=True, seeds=(0,)), _group("deep", aux=0.5, seeds=(0,))])
+    assert found is None and how == "the baseline folder has no group with arch=deep, ws=false, aux=0"
+    # an arch the baseline lacks: the smallest config difference, said; an arch named by --pair: that one only
+    new = _group("deep_drop", **{"arch.pipe.hidden": 20}).iloc[0]
+    found, how = _counterpart(new, [shallow, deep])
+    assert found is deep and how == BY_DIFFERENCE
+    found, how = _counterpart(new, [deep], pairs={"deep_drop": "shallow"})
+    assert found is None and how == "the baseline folder has no group with arch=shallow, ws=false, aux=0"
+    found, how = _counterpart(new, [shallow, deep], pairs={"deep_drop": "shallow"})
+    assert found is shallow and how == ""
