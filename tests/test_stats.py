@@ -234,6 +234,9 @@ def test_the_counterpart_is_the_same_cell_of_the_same_arch_or_the_one_named():
     new = _group("deep_drop", **{"arch.pipe.hidden": 20}).iloc[0]
     found, how = _counterpart(new, [shallow, deep])
     assert found is deep and how == BY_DIFFERENCE
+    one_run = _group("deep", seeds=(3,), **{"arch.pipe.hidden": 20})
+    assert _counterpart(new, [one_run])[0] is one_run
+    assert _counterpart(new, [one_run])[1] == BY_DIFFERENCE
     found, how = _counterpart(new, [deep], pairs={"deep_drop": "shallow"})
     assert found is None and how == "the baseline folder has no group with arch=shallow, ws=false, aux=0"
     found, how = _counterpart(new, [shallow, deep], pairs={"deep_drop": "shallow"})
