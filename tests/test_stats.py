@@ -241,3 +241,71 @@ def test_the_counterpart_is_the_same_cell_of_the_same_arch_or_the_one_named():
     assert found is None and how == "the baseline folder has no group with arch=shallow, ws=false, aux=0"
     found, how = _counterpart(new, [shallow, deep], pairs={"deep_drop": "shallow"})
     assert found is shallow and how == ""
+
+
+def test_wilcoxon_text_spells_small_p_values_in_lower_case():
+    assert wilcoxon_text(1.2e-5, 20) == "1.2e-05" and wilcoxon_text(0.0123456, 10) == "0.0123"
+
+
+def test_two_equally_close_baselines_are_no_counterpart_and_both_are_named():
+    from mnist_compare.collect.stats import _counterpart
+
+    a = _group("deep", seeds=(0,), **{"arch.pipe.hidden": 20}).assign(context="deep lr=0.01")
+    b = _group("deep", seeds=(0,), **{"arch.pipe.hidden": 20}).assign(context="deep lr=0.1")
+    variant = _group("deep", **{"arch.pipe.hidden": 20, "model.pipe.dropout": 0.2}).iloc[0]
+    found, how = _counterpart(variant, [a, b])
+    assert found is None and how == ("2 baseline groups differ from it in 1 setting(s) each (deep lr=0.01; "
+                                     "deep lr=0.1): no single counterpart, not paired")
+
+
+def _runs_of(folder, arch, accs, ws=False, aux=0.0, group=None, bad=(), **flat):
+    """Runs of one group as the collector holds them: `accs` {seed: test accuracy}."""
+    return [{"sweep": folder, "group_id": group or f"{folder}-{arch}-{ws}-{aux}-{sorted(flat.items())}",
+             "arch": arch, "ws": ws, "aux": aux, "pair": f"seed={s} data.seed={s}", "test_acc": acc,
+             "flat": {"arch.name": arch, **flat}, "context": arch, "learned_nothing": s in bad}
+            for s, acc in accs.items()]
+
+
+def test_variant_effects_pair_each_later_group_and_say_why_not_in_order():
+    from mnist_compare.collect.stats import variant_effects
+
+    base = {s: 0.80 + 0.01 * s for s in range(4)}
+    runs = pd.DataFrame([
+        *_runs_of("A", "deep", base, group="zz"),  # group ids out of sorted order: the folders' order is kept
+        *_runs_of("A", "shallow", {0: 0.7}, group="aa"),
+        *_runs_of("B", "deep", {s: a + 0.02 + 0.001 * s for s, a in base.items()}, group="y2",
+                  **{"model.pipe.dropout": 0.2}),
+        *_runs_of("B", "deep", {0: 0.9, 1: 0.91}, ws=True, group="y0"),  # no such cell in A
+        *_runs_of("B", "shallow", {0: 0.72}, group="y1"),  # one run, one seed in common
+        *_runs_of("B", "deep", {0: 0.9, 1: 0.91}, aux=0.5, group="y3"),  # no such cell in A either
+        *_runs_of("B", "deep", {0: 0.81, 1: 0.83}, group="x9", **{"model.pipe.dropout": 0.3}),  # two in common
+        *_runs_of("B", "deep", {s: a - 0.01 + 0.002 * s for s, a in base.items()}, group="x8", bad=(2,)),  # a rerun
+        *_runs_of("B", "deep", {10: 0.8, 11: 0.8}, group="x7", **{"model.pipe.dropout": 0.4,
+                                                                   "model.optimizer.lr": 0.1}),
+    ])
+    effects, notes = variant_effects(runs, ["A", "B"])
+    assert notes == [
+        "B: deep, WS on, aux off: the baseline folder has no group with arch=deep, ws=true, aux=0",
+        "B: shallow, WS off, aux off: 1 seed(s) in common with its baseline counterpart (fewer than 2): no paired "
+        "test (the same settings as the baseline: its runs were pooled with the baseline's group)",
+        "B: deep, WS off, aux 0.5: the baseline folder has no group with arch=deep, ws=false, aux=0.5",
+        "B: deep, WS off, aux off: 0 seed(s) in common with its baseline counterpart (fewer than 2): no paired test "
+        f"(differs in model.optimizer.lr: {UNSET} -> 0.1; model.pipe.dropout: {UNSET} -> 0.4)"]
+    assert list(effects.columns[:5]) == ["arch", "ws", "aux", "variant", "settings"] and "_not_learned" not in effects
+    assert effects["settings"].tolist() == [f"model.pipe.dropout: {UNSET} -> 0.2",
+                                            f"model.pipe.dropout: {UNSET} -> 0.3", "(none)"]
+    assert effects["n_pairs"].tolist() == [4, 2, 4]
+    assert effects["mean_diff"].tolist() == pytest.approx([0.0215, 0.015, -0.007])
+    assert effects["verdict"].iloc[2].endswith("; includes 1 run that learned nothing")
+    assert (effects["arch"] == "deep").all() and (effects["variant"] == "B").all()
+
+
+def test_variant_effects_without_runs_on_either_side_say_so():
+    from mnist_compare.collect.stats import variant_effects
+
+    effects, notes = variant_effects(pd.DataFrame(), ["A", "B"])
+    assert effects.empty and notes == ["the baseline folder A has no finished run: nothing to pair with",
+                                       "B: no finished run"]
+    only_b = pd.DataFrame(_runs_of("B", "deep", {0: 0.8, 1: 0.81}))
+    effects, notes = variant_effects(only_b, ["A", "B"])
+    assert effects.empty and notes == ["the baseline folder A has no finished run: nothing to pair with"]
