@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -18,6 +19,11 @@ SLOWEST_FIRST = ("test_slurm.py", "test_train.py", "test_resume.py", "test_exten
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if "MUTANT_UNDER_TEST" in os.environ:  # mutation testing stops at the first failure: fastest first
+        stats = ROOT / "mutmut-stats.json"  # mutmut's record of each test's duration, in its mutants/ copy
+        seconds = json.loads(stats.read_text())["duration_by_test"] if stats.exists() else {}
+        items.sort(key=lambda item: seconds.get(item.nodeid, 0.0))
+        return
     rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(SLOWEST_FIRST)))  # stable: a file keeps its order
 

@@ -141,3 +141,50 @@ def test_a_test_set_of_the_protocols_size_is_the_run_it_always_was():
     fixed = identity_config(composed("data.n_pairs=2000", "data.test_pairs=1000"))
     assert fixed["data"]["test_pairs"] == 1000
     assert run_id(fixed) != run_id(identity_config(composed("data.n_pairs=2000")))
+
+
+def test_threads_null_stands_in_the_identity_as_the_count_the_process_trains_with(monkeypatch):
+    import torch
+
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    identity = identity_config(composed("threads=null"))
+    assert identity["threads"] == torch.get_num_threads() and "THREADS" not in identity
+    assert run_id(identity) == run_id(identity_config(composed(f"threads={torch.get_num_threads()}")))
+
+
+def test_a_path_valued_setting_is_hashed_as_its_spelling():
+    from pathlib import Path
+
+    assert run_id({"data_dir": Path("/x/y")}) == run_id({"data_dir": "/x/y"})
+
+
+def test_long_folder_names_are_cut_at_the_limit_with_a_hash_of_the_whole():
+    import hashlib
+
+    from mnist_compare.run.identity import MAX_NAME_BYTES, _fit_name
+
+    exact = "a" * MAX_NAME_BYTES
+    assert _fit_name(exact) == exact  # at the limit: kept as is
+    longer = exact + "b"
+    tag = "..." + hashlib.sha256(longer.encode()).hexdigest()[:16]
+    assert _fit_name(longer) == "a" * (MAX_NAME_BYTES - len(tag)) + tag
+    wide = "é" * MAX_NAME_BYTES  # two bytes a letter: the cut falls inside one, which is dropped
+    cut = _fit_name(wide)
+    assert len(cut.encode()) == MAX_NAME_BYTES - 1 and cut.endswith(hashlib.sha256(wide.encode()).hexdigest()[:16])
+
+
+def test_threads_null_in_a_slurm_job_is_the_cores_slurm_gave_it(monkeypatch):
+    import torch
+
+    from mnist_compare.run.identity import process_threads
+
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "3")
+    assert process_threads() == 3
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "")  # not said: torch's own count
+    assert process_threads() == torch.get_num_threads()
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK")  # nor set
+    assert process_threads() == torch.get_num_threads()
+    monkeypatch.delenv("SLURM_JOB_ID")  # not in a job: a leftover variable is not read
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "37")
+    assert process_threads() == torch.get_num_threads() != 37

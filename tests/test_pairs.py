@@ -110,3 +110,26 @@ def test_sizes_beyond_mnist_are_refused_with_the_way_out(n_pairs, test_pairs, wo
     with pytest.raises(UserError, match=words.replace("(", r"\(")):
         generate_pair_sets(n_pairs, 0, test_pairs=test_pairs)
     assert generate_pair_sets(30000, 0, test_pairs=5000)[0].shape[0] == 30000
+
+
+def test_a_size_refused_says_which_mnist_set_limits_it():
+    from mnist_compare.data.pairs import check_n_pairs
+    from mnist_compare.errors import UserError
+
+    test_set = "the MNIST test set has 10,000 images, two per pair"
+    expected = {
+        (5001, None): f"data.n_pairs=5001 is not allowed: use an integer from 1 to 5000 ({test_set}), e.g. "
+                      "data.n_pairs=1000; data.test_pairs=1000 fixes the test set and allows up to 30000 "
+                      "training pairs",
+        (0, None): f"data.n_pairs=0 is not allowed: use an integer from 1 to 5000 ({test_set}), e.g. data.n_pairs=1000",
+        (30001, 1000): "data.n_pairs=30001 is not allowed: use an integer from 1 to 30000 (the MNIST training set "
+                       "has 60,000 images, two per pair), e.g. data.n_pairs=1000",
+        (1000, 5001): f"data.test_pairs=5001 is not allowed: use an integer from 1 to 5000 ({test_set}), e.g. "
+                      "data.test_pairs=1000",
+    }
+    for (n_pairs, test_pairs), message in expected.items():
+        with pytest.raises(UserError) as refused:
+            check_n_pairs(n_pairs, test_pairs)
+        assert str(refused.value) == message
+    for n_pairs, test_pairs in ((5000, None), (1, None), (30000, 5000), (1, 1)):
+        check_n_pairs(n_pairs, test_pairs)  # the edges themselves are allowed

@@ -309,3 +309,22 @@ def test_variant_effects_without_runs_on_either_side_say_so():
     only_b = pd.DataFrame(_runs_of("B", "deep", {0: 0.8, 1: 0.81}))
     effects, notes = variant_effects(only_b, ["A", "B"])
     assert effects.empty and notes == ["the baseline folder A has no finished run: nothing to pair with"]
+
+
+def test_a_groups_summary_says_mixed_deliveries_and_spreads_only_what_every_run_has(tmp_path):
+    from mnist_compare.collect.stats import summarise_groups
+
+    sweep = _runs(tmp_path, {(False, 0.0): [0.80, 0.84, 0.82, 0.86]})
+    runs = sweep.runs.copy()
+    runs.loc[runs.index[0], "delivered"] = "the validation-chosen epoch"
+    runs.loc[runs.index[1], "best_test_acc"] = math.nan  # one run without the report's best-epoch figure
+    (row,) = summarise_groups(runs, sweep.labels).to_dict("records")
+    assert row["delivered"] == "mixed: last-epoch test accuracy; the validation-chosen epoch"
+    assert math.isnan(row["best_epoch_on_test_mean"]) and math.isnan(row["best_epoch_on_test_std"])
+    two = summarise_groups(sweep.runs.iloc[:2], sweep.labels).iloc[0]  # two runs: a spread, no interval
+    assert two["test_acc_std"] == pytest.approx(np.std([0.80, 0.84], ddof=1))
+    assert two["best_epoch_on_test_std"] == pytest.approx(np.std([0.81, 0.85], ddof=1))
+    assert list(summarise_groups(runs, sweep.labels).columns) == [
+        *sweep.labels, "n", "delivered", "test_acc_mean", "test_acc_std", "ci95_low", "ci95_high", "note",
+        "best_epoch_on_test_mean", "best_epoch_on_test_std", "val_acc_mean", "test_aux_acc_mean",
+        "test_rule_acc_mean", "train_time_s_mean", "n_params", "sweep", "context", "group"]
