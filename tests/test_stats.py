@@ -328,3 +328,75 @@ def test_a_groups_summary_says_mixed_deliveries_and_spreads_only_what_every_run_
         *sweep.labels, "n", "delivered", "test_acc_mean", "test_acc_std", "ci95_low", "ci95_high", "note",
         "best_epoch_on_test_mean", "best_epoch_on_test_std", "val_acc_mean", "test_aux_acc_mean",
         "test_rule_acc_mean", "train_time_s_mean", "n_params", "sweep", "context", "group"]
+
+
+def test_paired_effects_rows_name_the_context_not_the_cell_and_cells_come_in_table_order(tmp_path):
+    from mnist_compare.collect.stats import paired_effects
+
+    sweep = _runs(tmp_path / "both", {(False, 0.0): [0.80, 0.81, 0.79, 0.80], (True, 0.0): [0.82, 0.83, 0.80, 0.84]})
+    effects, _ = paired_effects(sweep.runs, sweep.labels)
+    context = [c for c in sweep.labels if c not in ("ws", "aux")]
+    assert list(effects.columns[:len(context) + 2]) == [*context, "effect", "baseline"]
+    assert "ws" not in effects.columns and "aux" not in effects.columns
+    # the cells are said in Table-1 order whatever order the runs were read in
+    no_base = _runs(tmp_path / "nobase", {(False, 0.5): [0.8] * 4, (True, 0.5): [0.81] * 4})
+    _, notes = paired_effects(no_base.runs.iloc[::-1], no_base.labels)
+    assert notes == ["deep: no baseline cell (WS off, aux off; or WS on, aux off when WS off was not run) among "
+                     "WS off, aux 0.5, WS on, aux 0.5"]
+
+
+def test_paired_effects_refuse_a_cell_holding_two_groups(tmp_path):
+    from mnist_compare.collect.stats import paired_effects
+
+    sweep = _runs(tmp_path, {(False, 0.0): [0.80, 0.81, 0.79, 0.80], (True, 0.0): [0.82, 0.83, 0.80, 0.84]})
+    runs = sweep.runs.copy()
+    runs.loc[(runs["ws"] == True) & (runs["seed"] == 0), "group"] = 99  # noqa: E712 (a column, not a truth value)
+    with pytest.raises(AssertionError, match=r"^deep: cell WS on, aux off holds several groups$"):
+        paired_effects(runs, sweep.labels)
+
+
+def _cells(tmp_path, cells):
+    """A loaded sweep of {(arch, ws, aux): [acc per seed 0, 1, ...]}."""
+    from test_collect import fake_run
+
+    from mnist_compare.collect.runs import load_sweep
+
+    for (arch, ws, aux), accs in cells.items():
+        for seed, acc in enumerate(accs):
+            fake_run(tmp_path, arch, ws, aux, seed, acc)
+    return load_sweep(tmp_path)
+
+
+def test_paired_effects_test_from_two_seeds_and_go_on_past_a_context_or_cell_they_cannot_test(tmp_path):
+    from mnist_compare.collect.stats import paired_effects
+
+    base, up = [0.80, 0.81, 0.79, 0.80], [0.83, 0.85, 0.80, 0.84]
+    sweep = _cells(tmp_path, {
+        ("shallow", False, 0.5): up,  # no baseline here
+        ("deep", False, 0.0): base[:1], ("deep", True, 0.0): up[:1],  # a one-seed baseline
+        ("conv", False, 0.0): base, ("conv", True, 0.0): up[:1],  # one seed in common
+        ("conv", False, 0.5): up[:2],  # two in common: tested
+        ("conv", True, 0.5): up,
+    })
+    effects, notes = paired_effects(sweep.runs, sweep.labels)
+    assert list(effects["arch"]) == ["conv", "conv"] and list(effects["effect"]) == ["aux 0.5", "WS + aux 0.5"]
+    assert list(effects["n_pairs"]) == [2, 4]
+    assert len(notes) == 3 and "conv, WS on, aux off: 1 seed(s) in common" in notes[-1]
+    two = _cells(tmp_path / "two", {("deep", False, 0.0): base[:2], ("deep", True, 0.0): up[:2]})
+    (row,) = paired_effects(two.runs, two.labels)[0].to_dict("records")  # a two-seed baseline: tested
+    assert row["n_pairs"] == 2 and row["mean_diff"] == pytest.approx(0.035)
+    alone = _cells(tmp_path / "alone", {("deep", False, 0.0): base, ("conv", False, 0.0): base,
+                                        ("conv", True, 0.0): up})
+    effects, notes = paired_effects(alone.runs, alone.labels)  # deep's baseline alone, then conv
+    assert list(effects["arch"]) == ["conv"] and notes == [
+        "deep: only the baseline cell (WS off, aux off), nothing to compare it with"]
+
+
+def test_paired_effects_come_in_table_1_order(tmp_path):
+    from mnist_compare.collect.stats import paired_effects
+
+    accs = [0.80, 0.81, 0.79, 0.80]
+    sweep = _cells(tmp_path, {("deep", ws, aux): [a + 0.01 * ws + aux / 10 for a in accs]
+                              for ws in (False, True) for aux in (0.0, 0.5)})
+    effects, _ = paired_effects(sweep.runs, sweep.labels)
+    assert list(effects["effect"]) == ["WS", "aux 0.5", "WS + aux 0.5"]
