@@ -400,3 +400,16 @@ def test_paired_effects_come_in_table_1_order(tmp_path):
                               for ws in (False, True) for aux in (0.0, 0.5)})
     effects, _ = paired_effects(sweep.runs, sweep.labels)
     assert list(effects["effect"]) == ["WS", "aux 0.5", "WS + aux 0.5"]
+
+
+def test_seeds_needed_beyond_a_million_is_infinite_and_one_sided_tests_need_fewer():
+    from mnist_compare.collect.stats import power, seeds_needed
+
+    # a standardised effect of 0.002 needs more than a million seeds: said as inf, not a failed root search
+    assert seeds_needed(0.002, 1.0, 0.05) == math.inf and seeds_needed(0.0, 1.0, 0.05) == math.inf
+    # 0.0026 needs more than a million two-sided, fewer one-sided: the edge is checked for the test asked for
+    assert seeds_needed(0.0026, 1.0, 0.05) == math.inf
+    one_sided = seeds_needed(0.0026, 1.0, 0.05, "larger")
+    assert 900_000 < one_sided < 10**6
+    assert power(0.0026, one_sided, 0.05, "larger") >= 0.8 > power(0.0026, one_sided - 1, 0.05, "larger")
+    assert math.isnan(seeds_needed(0.01, 0.0, 0.05)) and math.isnan(seeds_needed(math.nan, 1.0, 0.05))
