@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from mnist_compare.paths import CONF_DIR
 from mnist_compare.run.fit import fit
@@ -92,3 +93,87 @@ def test_a_fast_dev_run_is_one_epoch_of_one_epoch(tmp_path, mnist_dir):
     record = fit(cfg, tmp_path)
     assert record["epochs"] == record["max_epochs"] == record["delivered_epoch"] == 1
     assert record["stopped_early"] is False
+
+
+def composed(*overrides: str, data_dir) -> object:
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("train", [*overrides, f"data.data_dir={data_dir}"])
+
+
+def test_validation_pairs_without_a_chooser_deliver_the_last_epoch_scored_once_and_logged(tmp_path, mnist_dir,
+                                                                                       capfd):
+    """No checkpoint callback picks an epoch: the last one is delivered, its test figures are
+    logged to TensorBoard at that epoch, and Lightning prints no table of its own."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = composed("data.n_pairs=200", "data.val_pairs=50", "trainer.max_epochs=2", "logger=tensorboard",
+                   "checkpoint_after_s=null", data_dir=mnist_dir)
+    record = fit(cfg, tmp_path)
+    assert record["selection"] == "last epoch" and record["delivered_epoch"] == record["epochs"] == 2
+    assert "test_acc" not in record["history"] and 0 < record["test_acc"] < 1
+    printed = capfd.readouterr()
+    assert "Test metric" not in printed.out + printed.err and "test/acc" not in printed.out + printed.err
+    events = EventAccumulator(str(tmp_path / "tb")).Reload()
+    assert [(e.step, pytest.approx(e.value)) for e in events.Scalars("test/acc")] == [(2, record["test_acc"])]
+
+
+def test_the_seed_fixes_the_starting_weights_and_a_resumed_run_trains_only_what_is_left(tmp_path, mnist_dir,
+                                                                                      monkeypatch):
+    """The seed fixes the weights' start, not only the pairs, whatever seed the process set
+    before; a run that finds its resume checkpoint continues from it (same history, fewer steps)
+    and counts the earlier attempts' training time."""
+    from mnist_compare.models.module import CompareModule
+    from mnist_compare.run import cluster
+
+    cfg = composed("data.n_pairs=200", "trainer.max_epochs=2", "logger=none", "checkpoint_after_s=0",
+                   data_dir=mnist_dir)
+    first = fit(cfg, tmp_path / "a")
+    steps = []  # the weights each training step starts from
+    step = CompareModule.training_step
+    monkeypatch.setattr(CompareModule, "training_step", lambda self, *a, **k: steps.append(
+        [p.detach().clone() for p in self.parameters()]) or step(self, *a, **k))
+    one = OmegaConf.merge(cfg, {"seed": 1})
+    torch.manual_seed(12345)  # whatever the global generator holds before a run
+    second = fit(one, tmp_path / "b")  # seed 1 after seed 0, in one process: a sweep's worker
+    torch.manual_seed(1)
+    start = instantiate(one.model, _recursive_=False).parameters()
+    assert all(torch.equal(a, b) for a, b in zip(steps[0], start, strict=True))  # seed 1's weights, not 0's
+    assert second["history"] != first["history"]
+    fresh, steps[:] = len(steps), []
+    again = fit(cfg, tmp_path / "a")  # from its last.ckpt
+    assert len(steps) < fresh and again["history"] == first["history"] and again["epochs"] == 2
+    monkeypatch.setattr(cluster, "earlier_train_time_s", lambda trainer: 100.0)  # as if resumed after 100 s
+    assert fit(cfg, tmp_path / "d")["train_time_s"] > 100
+
+
+def test_a_diverged_run_names_its_non_finite_figures():
+    from mnist_compare.run.fit import NonFiniteRun, measured_record
+
+    cfg = OmegaConf.create({"trainer": {"max_epochs": 1}})
+    nan = float("nan")
+    history = {"train/loss": [nan], "train/acc": [nan], "test/loss": [nan], "test/acc": [0.5], "test/aux_acc": [nan]}
+    with pytest.raises(NonFiniteRun) as raised:
+        measured_record(cfg, 10, history, {}, 1, 1, "last epoch", 1.0, "cpu")
+    assert str(raised.value) == ("non-finite figures (train_loss, train_acc, test_loss, test_aux_acc, ...): the model "
+                                 "diverged; try a smaller model.optimizer.lr")
+    with pytest.raises(NonFiniteRun) as raised:
+        measured_record(cfg, 10, {"train/loss": [nan], "test/acc": [0.5]}, {}, 1, 1, "last epoch", 1.0, "cpu")
+    assert str(raised.value) == ("non-finite figures (train_loss, history.train_loss): the model diverged; try a "
+                                 "smaller model.optimizer.lr")
+    four = {"train/loss": [nan], "train/acc": [nan]}  # each in the record and in its history
+    with pytest.raises(NonFiniteRun, match=r"\(train_loss, train_acc, history.train_loss, history.train_acc\): "):
+        measured_record(cfg, 10, four, {}, 1, 1, "last epoch", 1.0, "cpu")
+    with pytest.raises(NonFiniteRun, match=r"\(train_loss, train_acc, test_loss, history.train_loss, \.\.\.\): "):
+        measured_record(cfg, 10, four, {"test": {"loss": nan}}, 1, 1, "checkpoint", 1.0, "cpu")
+
+
+def test_the_figures_are_the_last_epochs_and_the_best_epoch_on_test_is_kept_apart():
+    from mnist_compare.run.fit import figures
+
+    out = figures({"train/loss": [0.9, 0.5, 0.4], "test/acc": [0.5, 0.7, 0.6]}, {})
+    assert out["train_loss"] == 0.4 and out["test_acc"] == 0.6
+    assert (out["best_test_acc"], out["best_epoch"]) == (0.7, 2)
+    assert out["history"] == {"train_loss": [0.9, 0.5, 0.4], "test_acc": [0.5, 0.7, 0.6]}
+    assert "best_test_acc" not in figures({"train/loss": [0.9]}, {})  # no per-epoch test figure: none
+    chosen = figures({"train/loss": [0.9], "val/acc": [0.6]}, {"test": {"acc": 0.65}})
+    assert chosen["test_acc"] == 0.65 and "best_test_acc" not in chosen
