@@ -290,6 +290,12 @@ def test_conv_pipe_layers_and_memory_format():
     best = conv_pipe(batch_norm=True, dropout=0.3, pool=(1, 2, 1, 2), padding=(1, 1, 1, 1))
     assert kinds(best)[:3] == ["Conv2d", "BatchNorm2d", "ReLU"] and kinds(best[-1]).count("Dropout") == 1
     assert best[-1][1].in_features == 64 * 3 * 3 and pipe(torch.rand(5, 1, 14, 14)).shape == (5, 10)
+    assert kinds(best[-1]) == ["Flatten", "Linear", "BatchNorm1d", "ReLU", "Dropout", "Linear"]  # the head's too
+    # the flattened size is measured on a 14x14 digit, whatever the convs do to it
+    unpooled = conv_pipe(channels=(4,), padding=(0,), pool=(1,))
+    assert unpooled[-1][1].in_features == 4 * 12 * 12 and unpooled(torch.rand(2, 1, 14, 14)).shape == (2, 10)
+    with pytest.raises(ValueError):  # one padding and one pooling size per conv, or a refusal
+        conv_pipe(channels=(4, 8), padding=(0,), pool=(1, 1))
 
 
 def test_the_probability_classifier_sees_each_digits_softmax():
