@@ -177,3 +177,25 @@ def test_the_figures_are_the_last_epochs_and_the_best_epoch_on_test_is_kept_apar
     assert "best_test_acc" not in figures({"train/loss": [0.9]}, {})  # no per-epoch test figure: none
     chosen = figures({"train/loss": [0.9], "val/acc": [0.6]}, {"test": {"acc": 0.65}})
     assert chosen["test_acc"] == 0.65 and "best_test_acc" not in chosen
+
+
+def test_ctrl_c_during_training_ends_the_run_as_an_interrupt_and_hands_ctrl_c_back(tmp_path, mnist_dir, monkeypatch):
+    """Lightning turns Ctrl-C into exit(1) and ignores further ones; the run raises
+    KeyboardInterrupt instead (no record: the sweep stops) and Ctrl-C works again."""
+    import signal
+
+    from mnist_compare.models.module import CompareModule
+
+    def pressed(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(CompareModule, "training_step", pressed)
+    cfg = composed("data.n_pairs=200", "trainer.max_epochs=2", "logger=none", "checkpoint_after_s=null",
+                   data_dir=mnist_dir)
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            fit(cfg, tmp_path)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)
