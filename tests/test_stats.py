@@ -348,10 +348,10 @@ def test_paired_effects_rows_name_the_context_not_the_cell_and_cells_come_in_tab
 def test_paired_effects_refuse_a_cell_holding_two_groups(tmp_path):
     from mnist_compare.collect.stats import paired_effects
 
-    sweep = _runs(tmp_path, {(False, 0.0): [0.80, 0.81, 0.79, 0.80], (True, 0.0): [0.82, 0.83, 0.80, 0.84]})
+    sweep = _runs(tmp_path, {(False, 0.0): [0.80, 0.81, 0.79, 0.80], (True, 0.5): [0.82, 0.83, 0.80, 0.84]})
     runs = sweep.runs.copy()
     runs.loc[(runs["ws"] == True) & (runs["seed"] == 0), "group"] = 99  # noqa: E712 (a column, not a truth value)
-    with pytest.raises(AssertionError, match=r"^deep: cell WS on, aux off holds several groups$"):
+    with pytest.raises(AssertionError, match=r"^deep: cell WS on, aux 0.5 holds several groups$"):
         paired_effects(runs, sweep.labels)
 
 
@@ -413,3 +413,27 @@ def test_seeds_needed_beyond_a_million_is_infinite_and_one_sided_tests_need_fewe
     assert 900_000 < one_sided < 10**6
     assert power(0.0026, one_sided, 0.05, "larger") >= 0.8 > power(0.0026, one_sided - 1, 0.05, "larger")
     assert math.isnan(seeds_needed(0.01, 0.0, 0.05)) and math.isnan(seeds_needed(math.nan, 1.0, 0.05))
+
+
+def test_two_seeds_are_the_fewest_a_paired_test_can_have():
+    from mnist_compare.collect.stats import detectable, seeds_needed
+
+    assert seeds_needed(20.0, 1.0, 0.05) == 2.0  # an effect 20 spreads wide: two seeds already
+    assert seeds_needed(8.0, 1.0, 0.05, "larger") == 2.0 and seeds_needed(8.0, 1.0, 0.05) == 3.0  # one-sided: fewer
+    assert 0.2 < detectable(0.02, 2, 0.05) < 0.3 and math.isnan(detectable(0.02, 1, 0.05))
+    assert math.isnan(detectable(0.0, 10, 0.05)) and math.isnan(detectable(math.inf, 10, 0.05))
+
+
+def test_a_groups_summary_joins_what_differs_within_it(tmp_path):
+    from mnist_compare.collect.stats import not_learned, summarise_groups
+
+    sweep = _runs(tmp_path, {(False, 0.0): [0.80, 0.84, 0.82, 0.86]}, seeds=range(2))
+    runs = sweep.runs.copy()
+    runs["sweep"] = ["first", "second"]
+    runs["learned_nothing"], runs["learned_nothing_why"] = [True, False], ["at chance", ""]
+    row = summarise_groups(runs, sweep.labels).iloc[0]
+    assert row["sweep"] == "first, second" and row["n_params"] == runs["n_params"].iloc[0]
+    assert row["note"] == f"n = 2 < 3 seeds: no interval; {not_learned(runs)}"
+    runs["n_params"] = [100, 101]  # two models under one group: no single count
+    assert math.isnan(summarise_groups(runs, sweep.labels).iloc[0]["n_params"])
+    assert math.isnan(summarise_groups(runs.drop(columns="n_params"), sweep.labels).iloc[0]["n_params"])
