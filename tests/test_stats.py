@@ -437,3 +437,14 @@ def test_a_groups_summary_joins_what_differs_within_it(tmp_path):
     runs["n_params"] = [100, 101]  # two models under one group: no single count
     assert math.isnan(summarise_groups(runs, sweep.labels).iloc[0]["n_params"])
     assert math.isnan(summarise_groups(runs.drop(columns="n_params"), sweep.labels).iloc[0]["n_params"])
+
+
+def test_a_paired_test_says_when_the_t_test_gave_no_p_value_and_scipy_stays_quiet():
+    import warnings
+
+    assert _paired_test(np.array([0.01, 0.02, 0.04]))["status"] == ""
+    assert _paired_test(np.array([0.01, 0.02, np.nan]))["status"] == "t-test gave no p-value"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # whatever scipy warns of (zeros among the differences, in some versions)
+        p_t, p_w = _pvalues(np.array([0.0, 0.01, 0.02, -0.01, 0.03, 0.0]))
+    assert 0 < p_t < 1 and 0 < p_w < 1
