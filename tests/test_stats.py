@@ -448,3 +448,5 @@ def test_a_paired_test_says_when_the_t_test_gave_no_p_value_and_scipy_stays_quie
         warnings.simplefilter("error")  # whatever scipy warns of (zeros among the differences, in some versions)
         p_t, p_w = _pvalues(np.array([0.0, 0.01, 0.02, -0.01, 0.03, 0.0]))
     assert 0 < p_t < 1 and 0 < p_w < 1
+    # differences that vary by more than the tolerance, each within it of zero: no signed-rank test
+    assert _pvalues(np.array([1e-9, 1e-9, -5e-10, 0.0, 8e-10]))[1] == 1.0
