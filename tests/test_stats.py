@@ -450,3 +450,12 @@ def test_a_paired_test_says_when_the_t_test_gave_no_p_value_and_scipy_stays_quie
     assert 0 < p_t < 1 and 0 < p_w < 1
     # differences that vary by more than the tolerance, each within it of zero: no signed-rank test
     assert _pvalues(np.array([1e-9, 1e-9, -5e-10, 0.0, 8e-10]))[1] == 1.0
+
+
+def test_runs_without_the_learned_nothing_column_count_as_learned():
+    from mnist_compare.collect.stats import _flags
+
+    cell = pd.DataFrame({"pair": ["seed=0", "seed=1"], "learned_nothing": [True, False]}, index=[5, 7])
+    assert _flags(cell).to_dict() == {"seed=0": True, "seed=1": False}
+    old = _flags(cell.drop(columns="learned_nothing"))  # records from before the flag
+    assert old.to_dict() == {"seed=0": False, "seed=1": False} and old.dtype == bool
