@@ -459,3 +459,16 @@ def test_runs_without_the_learned_nothing_column_count_as_learned():
     assert _flags(cell).to_dict() == {"seed=0": True, "seed=1": False}
     old = _flags(cell.drop(columns="learned_nothing"))  # records from before the flag
     assert old.to_dict() == {"seed=0": False, "seed=1": False} and old.dtype == bool
+
+
+def test_no_variance_includes_a_spread_of_exactly_the_tolerance_and_intervals_take_their_level():
+    from mnist_compare.collect.stats import TOLERANCE, no_variance
+
+    assert no_variance(np.array([0.5, 0.5 + TOLERANCE / 2])) and no_variance(np.array([0.0, TOLERANCE]))
+    assert not no_variance(np.array([0.0, 2 * TOLERANCE]))
+    acc = np.array([0.80, 0.84, 0.82, 0.86])
+    logits = special.logit(acc)
+    half = stats.t.ppf(0.95, 3) * logits.std(ddof=1) / 2  # a 90% interval: the t's 95th percentile
+    low, high, note = accuracy_interval(acc, level=0.9)
+    assert (low, high) == pytest.approx((special.expit(logits.mean() - half), special.expit(logits.mean() + half)))
+    assert note == "" and accuracy_interval(acc)[1] > high
