@@ -188,3 +188,14 @@ def test_threads_null_in_a_slurm_job_is_the_cores_slurm_gave_it(monkeypatch):
     monkeypatch.delenv("SLURM_JOB_ID")  # not in a job: a leftover variable is not read
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "37")
     assert process_threads() == torch.get_num_threads() != 37
+
+
+def test_a_data_config_without_test_pairs_is_the_protocols_run():
+    """A user's own data config may not have the key: the run is the one it always was."""
+    from omegaconf import open_dict
+
+    cfg = composed().copy()
+    with open_dict(cfg):
+        del cfg.data.test_pairs  # (Hydra's `~data.test_pairs` refuses to delete a null)
+    without = identity_config(cfg)
+    assert "test_pairs" not in without["data"] and run_id(without) == run_id(identity_config(composed()))
