@@ -108,6 +108,7 @@ def test_an_aux_weight_sweep_is_a_curve_whose_numbers_are_the_paired_effects(tmp
     assert not curves.log_scale([*found.levels["value"]])  # weight 0 is on the axis: a linear one
 
 
+@pytest.mark.slow  # draws the figures: 10 s
 def test_collect_writes_the_table_and_a_figure_per_architecture_and_none_without_a_knob(tmp_path):
     root = size_sweep(tmp_path / "sizes", sizes=(250, 500, 1000), seeds=range(3))
     collect(root)

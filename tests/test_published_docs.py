@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from conftest import ROOT
 
 RESULTS = ROOT / "docs" / "results"
@@ -79,6 +80,7 @@ def test_the_training_size_study_at_1000_pairs_is_table_1():
     assert len(mine) == 120 and mine.sort_index().equals(published.sort_index())
 
 
+@pytest.mark.slow  # collects the 600 published runs: 10 s
 def test_the_published_training_size_curves_are_what_the_collector_writes_now():
     import os
 
