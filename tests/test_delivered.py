@@ -17,6 +17,12 @@ from mnist_compare.paths import CONF_DIR
 from mnist_compare.run.fit import fit
 
 
+def composed(*overrides: str, data_dir) -> object:
+    """The run's config with `overrides`, reading MNIST from the tests' shared folder."""
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("train", [*overrides, f"data.data_dir={data_dir}"])
+
+
 def scored(model, split) -> dict[str, float]:
     """The comparison accuracy and mean loss of `model` on a split, written out."""
     x, target, _ = split
@@ -31,12 +37,11 @@ def test_an_epoch_chosen_before_the_last_is_the_one_scored_and_recorded(tmp_path
     (the loss falling from epoch to epoch) is the first: deterministic, and a few seconds. Early
     stopping on the same rule ends the run after its second epoch, of four. Scoring the last
     epoch's weights instead gives other test and validation figures."""
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", ["callbacks=best_on_val", "callbacks.best_on_val.mode=max", "data.n_pairs=300",
-                                "data.val_pairs=100", "trainer.max_epochs=4", "model.optimizer.lr=0.003",
-                                "+callbacks.stop._target_=pytorch_lightning.callbacks.EarlyStopping",
-                                "+callbacks.stop.monitor=val/loss", "+callbacks.stop.mode=max",
-                                "+callbacks.stop.patience=0", "logger=none", f"data.data_dir={mnist_dir}"])
+    cfg = composed("callbacks=best_on_val", "callbacks.best_on_val.mode=max", "data.n_pairs=300",
+                   "data.val_pairs=100", "trainer.max_epochs=4", "model.optimizer.lr=0.003",
+                   "+callbacks.stop._target_=pytorch_lightning.callbacks.EarlyStopping",
+                   "+callbacks.stop.monitor=val/loss", "+callbacks.stop.mode=max",
+                   "+callbacks.stop.patience=0", "logger=none", data_dir=mnist_dir)
     record = fit(cfg, tmp_path)
     history = record["history"]
     assert record["epochs"] == 2 and record["max_epochs"] == 4 and record["stopped_early"] is True
@@ -64,9 +69,7 @@ def test_an_epoch_chosen_before_the_last_is_the_one_scored_and_recorded(tmp_path
 def test_without_validation_pairs_the_last_epoch_is_delivered_and_the_best_kept_apart(tmp_path, mnist_dir):
     """The report's protocol: the test pairs after every epoch, the last epoch's model delivered,
     the best epoch on the test pairs recorded beside it (for comparison with the report only)."""
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", ["data.n_pairs=200", "trainer.max_epochs=3", "logger=none",
-                                f"data.data_dir={mnist_dir}"])
+    cfg = composed("data.n_pairs=200", "trainer.max_epochs=3", "logger=none", data_dir=mnist_dir)
     started = time.perf_counter()
     record = fit(cfg, tmp_path)
     took = time.perf_counter() - started
@@ -88,16 +91,10 @@ def test_without_validation_pairs_the_last_epoch_is_delivered_and_the_best_kept_
 
 
 def test_a_fast_dev_run_is_one_epoch_of_one_epoch(tmp_path, mnist_dir):
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", ["trainer=fast_dev_run", "logger=none", f"data.data_dir={mnist_dir}"])
+    cfg = composed("trainer=fast_dev_run", "logger=none", data_dir=mnist_dir)
     record = fit(cfg, tmp_path)
     assert record["epochs"] == record["max_epochs"] == record["delivered_epoch"] == 1
     assert record["stopped_early"] is False
-
-
-def composed(*overrides: str, data_dir) -> object:
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return compose("train", [*overrides, f"data.data_dir={data_dir}"])
 
 
 def test_validation_pairs_without_a_chooser_deliver_the_last_epoch_scored_once_and_logged(tmp_path, mnist_dir,

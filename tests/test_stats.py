@@ -149,16 +149,21 @@ def test_runs_that_learned_nothing_are_named_with_their_seeds():
     assert not_learned(runs.iloc[:1]) == "" and not_learned(runs.drop(columns="learned_nothing")) == ""
 
 
-def _runs(tmp_path, cells, seeds=range(4), **extra):
-    """A loaded sweep of deep-MLP cells {(ws, aux): [acc per seed]}."""
+def _cells(tmp_path, cells, **extra):
+    """A loaded sweep of {(arch, ws, aux): [acc per seed 0, 1, ...]}."""
     from test_collect import fake_run
 
     from mnist_compare.collect.runs import load_sweep
 
-    for (ws, aux), accs in cells.items():
-        for seed in seeds:
-            fake_run(tmp_path, "deep", ws, aux, seed, accs[seed], **extra)
+    for (arch, ws, aux), accs in cells.items():
+        for seed, acc in enumerate(accs):
+            fake_run(tmp_path, arch, ws, aux, seed, acc, **extra)
     return load_sweep(tmp_path)
+
+
+def _runs(tmp_path, cells, seeds=range(4), **extra):
+    """A loaded sweep of deep-MLP cells {(ws, aux): [acc per seed]}, seeds 0 to len(seeds) - 1."""
+    return _cells(tmp_path, {("deep", ws, aux): accs[:len(seeds)] for (ws, aux), accs in cells.items()}, **extra)
 
 
 def test_a_groups_summary_says_every_figure_of_its_runs(tmp_path):
@@ -353,18 +358,6 @@ def test_paired_effects_refuse_a_cell_holding_two_groups(tmp_path):
     runs.loc[(runs["ws"] == True) & (runs["seed"] == 0), "group"] = 99  # noqa: E712 (a column, not a truth value)
     with pytest.raises(AssertionError, match=r"^deep: cell WS on, aux 0.5 holds several groups$"):
         paired_effects(runs, sweep.labels)
-
-
-def _cells(tmp_path, cells):
-    """A loaded sweep of {(arch, ws, aux): [acc per seed 0, 1, ...]}."""
-    from test_collect import fake_run
-
-    from mnist_compare.collect.runs import load_sweep
-
-    for (arch, ws, aux), accs in cells.items():
-        for seed, acc in enumerate(accs):
-            fake_run(tmp_path, arch, ws, aux, seed, acc)
-    return load_sweep(tmp_path)
 
 
 def test_paired_effects_test_from_two_seeds_and_go_on_past_a_context_or_cell_they_cannot_test(tmp_path):
